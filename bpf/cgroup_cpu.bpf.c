@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * cgroup_cpu: CPU time per cgroup v2, from sched_switch.
+ *
+ * At every switch the slice that just ended (now - start of prev's slice) is
+ * added to prev's cgroup, and the next slice starts. The slice still running
+ * on each CPU is published in `running`, so userspace can add `now - start`
+ * at read time: a lone busy task may not switch for seconds.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "kt_maps.h"
+#include "kt_cgroup.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Reserved key that collects time once cpu_ns is full (see kt_maps.h). */
+#define CGROUP_OVERFLOW_KEY (~0ULL)
+#define DROP_CPU_NS 0
+
+struct running_slice {
+	__u64 start_ns;  /* 0: unknown start, not accounted */
+	__u64 cgroup_id; /* cgroup of the task when it was switched in; 0: idle */
+	__u64 pid;       /* kernel task id, so userspace can find its current cgroup */
+};
+
+/* One slot per possible CPU; userspace sets max_entries before load. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct running_slice);
+} running SEC(".maps");
+
+/* Nanoseconds of CPU per cgroup id. Userspace sets max_entries. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} cpu_ns SEC(".maps");
+
+static const __u64 zero;
+static const __u64 overflow_key = CGROUP_OVERFLOW_KEY;
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct running_slice *slot = bpf_map_lookup_elem(&running, &cpu);
+	__u64 now = bpf_ktime_get_ns();
+	__u64 *total;
+	__u64 cgid;
+
+	if (!slot)
+		return 0;
+
+	/* Idle (pid 0) is no cgroup's time. prev's cgroup is read now, not at
+	 * switch-in, so a task moved between cgroups while running is charged
+	 * where the kernel's own cpu.stat charges it. */
+	if (slot->start_ns && BPF_CORE_READ(prev, pid) != 0) {
+		cgid = kt_task_cgroup_id(prev);
+		total = kt_lookup_or_init(&cpu_ns, &cgid, &zero, &overflow_key,
+					  DROP_CPU_NS);
+		if (total)
+			*total += now - slot->start_ns;
+	}
+
+	slot->start_ns = now;
+	slot->pid = BPF_CORE_READ(next, pid);
+	slot->cgroup_id = slot->pid ? kt_task_cgroup_id(next) : 0;
+	return 0;
+}

@@ -1,0 +1,173 @@
+/**
+ * Wiring: probe → start collectors → poller → HTTP. Also the orderly stop:
+ * HTTP closes (new requests get 503, in-flight ones finish), the poller
+ * stops, and every BPF link and object is closed.
+ */
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import { loadNative, packageRoot, type NativeBinding } from './bpf/native.js';
+import { CgroupResolver } from './cgroup/resolver.js';
+import { detectCgroup2Root } from './cgroup/mount.js';
+import { collectorDefinitions } from './collectors/index.js';
+import type { CollectorContext } from './collectors/types.js';
+import type { Config } from './config.js';
+import { Poller, type RunningCollector } from './poller.js';
+import {
+  btfProblem,
+  effectiveCapabilities,
+  formatProbeTable,
+  privilegeProblem,
+  probeCollector,
+  type CollectorProbe,
+} from './probe.js';
+import { buildServer, parseListenAddress } from './server.js';
+import { VERSION } from './version.js';
+
+export class StartupError extends Error {
+  override name = 'StartupError';
+}
+
+export interface ProbeResult {
+  native: NativeBinding | undefined;
+  globalProblem: string | undefined;
+  rows: CollectorProbe[];
+}
+
+export function probeAll(config: Config): ProbeResult {
+  let native: NativeBinding | undefined;
+  let globalProblem: string | undefined;
+  try {
+    native = loadNative();
+  } catch (err) {
+    globalProblem = (err as Error).message;
+  }
+  globalProblem ??= btfProblem() ?? privilegeProblem(effectiveCapabilities());
+  const rows = collectorDefinitions.map((def) =>
+    probeCollector(def, (config.collectors as Record<string, { enabled: boolean }>)[def.name]?.enabled ?? false, native, globalProblem),
+  );
+  return { native, globalProblem, rows };
+}
+
+export function objectDir(): string {
+  return process.env.KERNTAP_BPF_DIR ?? path.join(packageRoot(), 'build', 'bpf');
+}
+
+export class Kerntap {
+  private statsFd: number | undefined;
+  private closed = false;
+  server: FastifyInstance | undefined;
+  poller: Poller | undefined;
+  address: string | undefined;
+
+  private constructor(
+    readonly config: Config,
+    readonly log: Logger,
+    readonly probes: CollectorProbe[],
+    private readonly native: NativeBinding,
+    readonly collectors: RunningCollector[],
+  ) {}
+
+  static async start(config: Config, log: Logger, overrides: { listenAddress?: string } = {}): Promise<Kerntap> {
+    const listen = parseListenAddress(overrides.listenAddress ?? config.web.listen_address);
+    const probe = probeAll(config);
+    if (probe.globalProblem || !probe.native) throw new StartupError(probe.globalProblem ?? 'native addon unavailable');
+    const native = probe.native;
+
+    let cgroupRoot: string;
+    try {
+      cgroupRoot = detectCgroup2Root(config.cgroup.root);
+    } catch (err) {
+      throw new StartupError((err as Error).message);
+    }
+    const cgroups = new CgroupResolver({ root: cgroupRoot, ttlMs: config.cgroup.ttl });
+    cgroups.walk();
+    const ctx: CollectorContext = {
+      native,
+      cgroups,
+      log,
+      objectPath: (name) => path.join(objectDir(), `${name}.bpf.o`),
+      pollIntervalMs: config.poll.interval,
+    };
+
+    const running: RunningCollector[] = [];
+    for (const def of collectorDefinitions) {
+      const row = probe.rows.find((r) => r.collector === def.name)!;
+      if (!row.enabled) continue;
+      try {
+        const instance = await def.start(ctx, (config.collectors as Record<string, never>)[def.name]);
+        running.push({ name: def.name, instance });
+      } catch (err) {
+        row.enabled = false;
+        row.reason = `failed to load: ${(err as Error).message.split('\n')[0]}`;
+      }
+    }
+    const app = new Kerntap(config, log, probe.rows, native, running);
+    try {
+      for (const row of probe.rows) {
+        if (row.enabled) log.info({ collector: row.collector }, 'collector on');
+        else log.warn({ collector: row.collector, reason: row.reason }, 'collector off');
+      }
+      process.stderr.write(`${formatProbeTable(probe.rows)}\n`);
+      if (running.length === 0) {
+        throw new StartupError('no collector could start; see the table above (or run with --check)');
+      }
+      if (config.bpf.stats) app.statsFd = native.enableStats();
+
+      const poller = new Poller(running, {
+        intervalMs: config.poll.interval,
+        maxSeriesPerMetric: config.limits.max_series_per_metric,
+        maxLabelLength: config.limits.max_label_length,
+        degradedAfterFailures: config.poll.degraded_after_failures,
+        version: VERSION,
+        libbpfVersion: native.libbpfVersion(),
+        statsEnabled: () => app.statsFd !== undefined || bpfStatsSysctl(),
+        log,
+        collectorStates: probe.rows.map((r) => ({ name: r.collector, enabled: r.enabled })),
+        beforePoll: () => cgroups.refresh(Math.max(config.poll.interval, 10_000)),
+      });
+      app.poller = poller;
+      await poller.start();
+
+      const server = buildServer({ poller, telemetryPath: config.web.telemetry_path, probes: probe.rows, version: VERSION, log });
+      app.server = server;
+      try {
+        app.address = await server.listen({ host: listen.host, port: listen.port });
+      } catch (err) {
+        const e = err as NodeJS.ErrnoException;
+        const what = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
+        throw new StartupError(`cannot listen on ${overrides.listenAddress ?? config.web.listen_address}: ${what}`);
+      }
+      log.info({ address: app.address, path: config.web.telemetry_path, collectors: running.map((r) => r.name) }, 'kerntap listening');
+      return app;
+    } catch (err) {
+      await app.close();
+      throw err;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.poller?.stop();
+    if (this.server) await this.server.close().catch(() => undefined);
+    for (const c of this.collectors) {
+      try {
+        c.instance.close();
+      } catch (err) {
+        this.log.warn({ collector: c.name }, `close failed: ${(err as Error).message}`);
+      }
+    }
+    if (this.statsFd !== undefined) this.native.closeFd(this.statsFd);
+    this.statsFd = undefined;
+  }
+}
+
+function bpfStatsSysctl(): boolean {
+  try {
+    return readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim() === '1';
+  } catch {
+    return false;
+  }
+}

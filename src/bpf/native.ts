@@ -1,0 +1,137 @@
+/**
+ * Typed view of the C++ addon (native/kerntap_native.cc).
+ *
+ * The addon is deliberately thin: open/load/attach an object, read maps in
+ * batches with per-CPU values summed, run BPF iterators, report program
+ * stats. Every policy decision (what to load, labels, limits) lives in
+ * TypeScript.
+ */
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface OpenOptions {
+  /** `const volatile` globals in .rodata, set before load: name -> little-endian bytes. */
+  rodata?: Record<string, Buffer>;
+  /** Overrides of max_entries, by map name, applied before load. */
+  maxEntries?: Record<string, number>;
+  /** Programs not to load (autoload off), by program (function) name. */
+  skipPrograms?: string[];
+  /** Keep the verifier log tail (bytes) for error messages. Default 16 KiB. */
+  logSize?: number;
+}
+
+export interface ProgramInfo {
+  name: string;
+  section: string;
+  id: number;
+  /** Cumulative run time in ns and run count, non-zero only while bpf_stats is enabled. */
+  runTimeNs: bigint;
+  runCount: bigint;
+  /** Number of times the program was not run because recursion was detected (5.12+). */
+  recursionMisses: bigint;
+}
+
+export interface MapInfo {
+  name: string;
+  id: number;
+  type: number;
+  keySize: number;
+  valueSize: number;
+  maxEntries: number;
+}
+
+export interface MapBatch {
+  /** count entries; key i is keys.subarray(i*keySize, (i+1)*keySize). */
+  count: number;
+  keySize: number;
+  keys: Buffer;
+  /** value i is words [i*valueWords, (i+1)*valueWords), per-CPU copies already summed. */
+  valueWords: number;
+  values: BigUint64Array;
+}
+
+export interface BpfObjectHandle {
+  /** Attaches every loaded program that is not an iterator; iterators get a link for runIter. */
+  attach(): void;
+  programs(): ProgramInfo[];
+  maps(): MapInfo[];
+  /** Batch lookup of a whole map off the event loop; per-CPU values are summed per u64 word. */
+  readMap(mapName: string): Promise<MapBatch>;
+  /** Runs an iterator program (e.g. iter/tcp) off the event loop and returns everything it wrote. */
+  runIter(programName: string): Promise<Buffer>;
+  /** Writes one element (for per-CPU maps the same value goes to every CPU). */
+  updateElem(mapName: string, key: Buffer, value: Buffer): void;
+  /** Deletes the given keys (count keys of the map's key size, back to back). Returns how many were deleted. */
+  deleteKeys(mapName: string, keys: Buffer): number;
+  /** Detaches all links and closes the object. Idempotent. */
+  close(): void;
+}
+
+export interface NativeBinding {
+  BpfObject: new (objectPath: string, options?: OpenOptions) => BpfObjectHandle;
+  /** Number of possible CPUs (sizes per-CPU buffers). */
+  numPossibleCpus(): number;
+  /** True when the running kernel's BTF (/sys/kernel/btf/vmlinux) has a type of this name and kind. */
+  btfHasType(name: string, kind: 'typedef' | 'struct' | 'func' | 'enum'): boolean;
+  /** Turns on BPF run-time stats while the returned fd is open (BPF_ENABLE_STATS). */
+  enableStats(): number;
+  closeFd(fd: number): void;
+  /** The libbpf version the addon was built against, e.g. "1.1". */
+  libbpfVersion(): string;
+}
+
+/**
+ * Errors thrown by the addon carry `code`:
+ *  - 'ENOBTF'      kernel BTF missing
+ *  - 'EPERM'/'EACCES' with `capability` naming what is missing (e.g. CAP_BPF)
+ *  - 'EVERIFIER'   the verifier rejected a program; `program` and `verifierLog` (tail) are set
+ *  - 'ENOENT'      object file, map or program not found
+ *  - 'EATTACH'     attaching `program` failed
+ *  and otherwise the errno name.
+ */
+export interface NativeError extends Error {
+  code: string;
+  errno?: number;
+  program?: string;
+  capability?: string;
+  verifierLog?: string;
+}
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+/** Repository (or package) root: dist/src/bpf -> ../../.. ; src/bpf -> ../.. */
+export function packageRoot(): string {
+  let dir = here;
+  for (let i = 0; i < 5; i++) {
+    try {
+      const req = createRequire(path.join(dir, 'noop.js'));
+      req.resolve(path.join(dir, 'package.json'));
+      return dir;
+    } catch {
+      dir = path.dirname(dir);
+    }
+  }
+  throw new Error(`kerntap: cannot find package root above ${here}`);
+}
+
+let cached: NativeBinding | undefined;
+export function loadNative(): NativeBinding {
+  if (cached) return cached;
+  const root = packageRoot();
+  const candidates = [
+    process.env.KERNTAP_NATIVE,
+    path.join(root, 'build', 'Release', 'kerntap_native.node'),
+    path.join(root, 'build', 'Debug', 'kerntap_native.node'),
+  ].filter((p): p is string => Boolean(p));
+  const req = createRequire(import.meta.url);
+  const errors: string[] = [];
+  for (const candidate of candidates) {
+    try {
+      cached = req(candidate) as NativeBinding;
+      return cached;
+    } catch (err) {
+      errors.push(`${candidate}: ${(err as Error).message.split('\n')[0]}`);
+    }
+  }
+  throw new Error(`kerntap: native addon not built (run \`npm run build\`): ${errors.join('; ')}`);
+}

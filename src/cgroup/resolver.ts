@@ -1,0 +1,143 @@
+/**
+ * Cgroup v2 id → path. The kernel's cgroup id is the inode number of the
+ * cgroup's directory, so a walk of the cgroup2 mount builds the map. The walk
+ * is cached and repeated only when an unknown id shows up (at most once per
+ * `minRewalkMs`), and paths of deleted cgroups are remembered for the TTL so
+ * their last values can still be served.
+ */
+import { opendirSync, statSync } from 'node:fs';
+import path from 'node:path';
+
+export interface CgroupEntry {
+  /** Path relative to the cgroup2 root, starting with "/" ("/" is the root). */
+  path: string;
+  /** When the directory was last seen by a walk (ms). */
+  lastSeenMs: number;
+  /** Set once a walk no longer finds the directory. */
+  goneSinceMs?: number;
+}
+
+export interface CgroupResolverOptions {
+  root: string;
+  /** How long paths of deleted cgroups are kept. */
+  ttlMs: number;
+  minRewalkMs?: number;
+  /** Stop a walk after this many directories (protects against runaway trees). */
+  maxCgroups?: number;
+  now?: () => number;
+}
+
+export const UNKNOWN_CGROUP_PREFIX = 'unknown_cgroup_id:';
+
+export class CgroupResolver {
+  readonly root: string;
+  private readonly byId = new Map<bigint, CgroupEntry>();
+  private readonly ttlMs: number;
+  private readonly minRewalkMs: number;
+  private readonly maxCgroups: number;
+  private readonly now: () => number;
+  private lastWalkMs = -Infinity;
+  walks = 0;
+  truncated = false;
+
+  constructor(opts: CgroupResolverOptions) {
+    this.root = opts.root;
+    this.ttlMs = opts.ttlMs;
+    this.minRewalkMs = opts.minRewalkMs ?? 1000;
+    this.maxCgroups = opts.maxCgroups ?? 100_000;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Walks the whole tree now. */
+  walk(): void {
+    const now = this.now();
+    this.lastWalkMs = now;
+    this.walks++;
+    const seen = new Set<bigint>();
+    const stack: string[] = ['/'];
+    let visited = 0;
+    this.truncated = false;
+    while (stack.length > 0) {
+      const rel = stack.pop()!;
+      const abs = rel === '/' ? this.root : path.join(this.root, rel);
+      let ino: bigint;
+      try {
+        ino = statSync(abs, { bigint: true }).ino;
+      } catch {
+        continue; // removed while walking
+      }
+      seen.add(ino);
+      const entry = this.byId.get(ino);
+      if (entry && entry.path === rel) {
+        entry.lastSeenMs = now;
+        delete entry.goneSinceMs;
+      } else {
+        this.byId.set(ino, { path: rel, lastSeenMs: now });
+      }
+      if (++visited >= this.maxCgroups) {
+        this.truncated = true;
+        break;
+      }
+      try {
+        const dir = opendirSync(abs);
+        try {
+          for (let d = dir.readSync(); d !== null; d = dir.readSync()) {
+            if (d.isDirectory()) stack.push(rel === '/' ? `/${d.name}` : `${rel}/${d.name}`);
+          }
+        } finally {
+          dir.closeSync();
+        }
+      } catch {
+        // unreadable or removed: keep what we have
+      }
+    }
+    for (const [id, entry] of this.byId) {
+      if (seen.has(id)) continue;
+      if (entry.goneSinceMs === undefined) entry.goneSinceMs = now;
+      // Collectors free an expired id's kernel entries and call forget() at
+      // the TTL; this is the backstop for ids no collector holds.
+      else if (now - entry.goneSinceMs > 2 * this.ttlMs) this.byId.delete(id);
+    }
+  }
+
+  /** Path for an id, walking again if it is unknown and the last walk is old enough. */
+  resolve(id: bigint): string {
+    let entry = this.byId.get(id);
+    if (!entry && this.now() - this.lastWalkMs >= this.minRewalkMs) {
+      this.walk();
+      entry = this.byId.get(id);
+    }
+    if (!entry) {
+      // Created and deleted between walks, or outside our view: keep the
+      // data under an explicit label, and let it age out like a deleted one.
+      const now = this.now();
+      entry = { path: `${UNKNOWN_CGROUP_PREFIX}${id}`, lastSeenMs: now, goneSinceMs: now };
+      this.byId.set(id, entry);
+    }
+    return entry.path;
+  }
+
+  /** Drops an id whose kernel entries were freed. */
+  forget(id: bigint): void {
+    this.byId.delete(id);
+  }
+
+  entry(id: bigint): CgroupEntry | undefined {
+    return this.byId.get(id);
+  }
+
+  /** True when the cgroup is gone (or was never found) for longer than the TTL. */
+  expired(id: bigint): boolean {
+    const entry = this.byId.get(id);
+    return entry?.goneSinceMs !== undefined && this.now() - entry.goneSinceMs > this.ttlMs;
+  }
+
+  /** Starts a walk if the last one is older than maxAgeMs (catches deletions). */
+  refresh(maxAgeMs: number): void {
+    if (this.now() - this.lastWalkMs >= maxAgeMs) this.walk();
+  }
+
+  get size(): number {
+    return this.byId.size;
+  }
+}

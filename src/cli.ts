@@ -1,0 +1,113 @@
+/**
+ * Command line, following exporter conventions (--web.listen-address,
+ * --config.file, …). Flags override the config file, which overrides the
+ * built-in defaults.
+ */
+import { Command, InvalidArgumentError, Option } from 'commander';
+import closeWithGrace from 'close-with-grace';
+import { Kerntap, probeAll, StartupError } from './app.js';
+import { ConfigError, DEFAULT_LISTEN_ADDRESS, DEFAULT_TELEMETRY_PATH, loadConfigFile, type Config } from './config.js';
+import { parseDuration } from './duration.js';
+import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
+import { formatProbeTable } from './probe.js';
+import { VERSION } from './version.js';
+
+interface Flags {
+  configFile?: string;
+  listenAddress?: string;
+  telemetryPath?: string;
+  pollInterval?: number;
+  logLevel: LogLevel;
+  check?: boolean;
+}
+
+function durationArg(value: string): number {
+  try {
+    return parseDuration(value);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+export function buildProgram(): Command {
+  return new Command('kerntap')
+    .description('eBPF metrics exporter: per-cgroup CPU and TCP metrics for Prometheus and OTLP')
+    .version(VERSION, '--version', 'print the version and exit')
+    .helpOption('-h, --help', 'show this help')
+    .addOption(new Option('--config.file <path>', 'YAML configuration file (default: built-in defaults)'))
+    .addOption(new Option('--web.listen-address <[host]:port>', `address to serve metrics on (default: ${DEFAULT_LISTEN_ADDRESS})`))
+    .addOption(new Option('--web.telemetry-path <path>', `path of the metrics endpoint (default: ${DEFAULT_TELEMETRY_PATH})`))
+    .addOption(new Option('--poll.interval <duration>', 'how often BPF maps are read, e.g. 5s (default: 5s)').argParser(durationArg))
+    .addOption(new Option('--log.level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
+    .addOption(new Option('--check', 'probe privileges, BTF and each collector\'s hooks, print the table and exit (0: all enabled collectors can run)'))
+    .showSuggestionAfterError(true)
+    .allowExcessArguments(false);
+}
+
+function readFlags(program: Command): Flags {
+  const o = program.opts<Record<string, unknown>>();
+  return {
+    configFile: o['config.file'] as string | undefined,
+    listenAddress: o['web.listenAddress'] as string | undefined,
+    telemetryPath: o['web.telemetryPath'] as string | undefined,
+    pollInterval: o['poll.interval'] as number | undefined,
+    logLevel: (o['log.level'] as LogLevel | undefined) ?? 'info',
+    check: o['check'] as boolean | undefined,
+  };
+}
+
+export function applyFlags(config: Config, flags: Flags): Config {
+  const c = structuredClone(config);
+  if (flags.listenAddress) c.web.listen_address = flags.listenAddress;
+  if (flags.telemetryPath) {
+    if (!/^\/[A-Za-z0-9._~\-/]*$/.test(flags.telemetryPath)) {
+      throw new ConfigError(`--web.telemetry-path ${JSON.stringify(flags.telemetryPath)}: must be an absolute URL path such as /metrics`);
+    }
+    c.web.telemetry_path = flags.telemetryPath;
+  }
+  if (flags.pollInterval !== undefined) {
+    if (flags.pollInterval < 100) throw new ConfigError('--poll.interval must be at least 100ms');
+    c.poll.interval = flags.pollInterval;
+  }
+  return c;
+}
+
+function fail(message: string): never {
+  process.stderr.write(`kerntap: ${message}\n`);
+  process.exit(1);
+}
+
+export async function main(argv: string[]): Promise<void> {
+  const program = buildProgram();
+  program.parse(argv);
+  let flags: Flags;
+  let config: Config;
+  try {
+    flags = readFlags(program);
+    config = applyFlags(loadConfigFile(flags.configFile), flags);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+
+  if (flags.check) {
+    const probe = probeAll(config);
+    process.stdout.write(`${formatProbeTable(probe.rows)}\n`);
+    const enabled = probe.rows.filter((r) => !r.reason.startsWith('disabled in config'));
+    process.exit(enabled.length > 0 && enabled.every((r) => r.enabled) ? 0 : 1);
+  }
+
+  const log = createLogger(flags.logLevel);
+  let app: Kerntap;
+  try {
+    app = await Kerntap.start(config, log);
+  } catch (err) {
+    if (err instanceof StartupError || err instanceof ConfigError) fail(err.message);
+    fail((err as Error).message.split('\n')[0] ?? String(err));
+  }
+  closeWithGrace({ delay: 5000 }, async ({ signal, err }) => {
+    if (err) log.error({ err: err.message }, 'fatal error, shutting down');
+    else log.info({ signal }, 'shutting down');
+    await app.close();
+  });
+}

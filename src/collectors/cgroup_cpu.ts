@@ -1,0 +1,121 @@
+/**
+ * cgroup_cpu: CPU time per cgroup v2 (bpf/cgroup_cpu.bpf.c).
+ *
+ * Value = time accounted at context switches + the slice still running on
+ * each CPU (read from the `running` map and CLOCK_MONOTONIC, which is the
+ * clock of bpf_ktime_get_ns). The running task's current cgroup is taken
+ * from /proc/<tid>/cgroup, so a task moved while running is charged where
+ * the kernel's cpu.stat charges it.
+ */
+import { readFileSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { z } from 'zod';
+import type { BpfObjectHandle } from '../bpf/native.js';
+import { defineMetric } from '../model/metric.js';
+import { numberFamily, type RawNumberPoint } from '../model/snapshot.js';
+import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
+import { expireCgroupEntries, u64Key } from './common.js';
+
+const OVERFLOW_KEY = 0xffff_ffff_ffff_ffffn;
+const RUNNING_WORDS = 3; // struct running_slice { start_ns, cgroup_id, pid }
+
+export const cgroupCpuTime = defineMetric({
+  name: 'kerntap.cgroup.cpu.time',
+  kind: 'counter',
+  unit: 's',
+  help: 'CPU time consumed by the tasks of each cgroup v2, from sched_switch, including the slices still running.',
+  labels: ['cgroup'],
+});
+
+const configSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Capacity of the per-cgroup map; cgroups beyond it are summed under cgroup="~overflow". */
+  max_cgroups: z.number().int().min(16).max(1_048_576).default(16_384),
+});
+type CgroupCpuConfig = z.output<typeof configSchema>;
+
+class CgroupCpuCollector implements CollectorInstance {
+  readonly objects: BpfObjectHandle[];
+  readonly dropSlots = [{ slot: 0, map: 'cpu_ns' }];
+
+  constructor(
+    private readonly obj: BpfObjectHandle,
+    private readonly ctx: CollectorContext,
+  ) {
+    this.objects = [obj];
+  }
+
+  async collect(): Promise<ReturnType<typeof numberFamily>[]> {
+    // Totals first, then the running slices: a switch in between then
+    // under-counts this poll (the poller keeps counters monotonic) instead
+    // of counting a slice twice.
+    const totals = await this.obj.readMap('cpu_ns');
+    const running = await this.obj.readMap('running');
+    const nowNs = process.hrtime.bigint();
+
+    const nsById = new Map<bigint, bigint>();
+    for (let i = 0; i < totals.count; i++) {
+      const id = totals.keys.readBigUInt64LE(i * 8);
+      nsById.set(id, totals.values[i]!);
+    }
+    for (let i = 0; i < running.count; i++) {
+      const base = i * RUNNING_WORDS;
+      const startNs = running.values[base]!;
+      const slotCgroup = running.values[base + 1]!;
+      const tid = running.values[base + 2]!;
+      if (startNs === 0n || slotCgroup === 0n || tid === 0n || nowNs <= startNs) continue;
+      const id = this.currentCgroupOf(tid) ?? slotCgroup;
+      nsById.set(id, (nsById.get(id) ?? 0n) + (nowNs - startNs));
+    }
+
+    const points: RawNumberPoint[] = [];
+    for (const [id, ns] of nsById) {
+      const cgroup = id === OVERFLOW_KEY ? '~overflow' : this.ctx.cgroups.resolve(id);
+      if (id === OVERFLOW_KEY && ns === 0n) continue;
+      points.push({ labels: [cgroup], value: Number(ns) / 1e9, identity: id.toString() });
+    }
+    expireCgroupEntries(this.obj, 'cpu_ns', totals, this.ctx.cgroups,
+      (i) => totals.keys.readBigUInt64LE(i * 8), (id) => id === OVERFLOW_KEY);
+    return [numberFamily(cgroupCpuTime, points)];
+  }
+
+  /** The cgroup id a task is in now, from /proc/<tid>/cgroup (cgroup v2 line "0::/path"). */
+  private currentCgroupOf(tid: bigint): bigint | undefined {
+    try {
+      const text = readFileSync(`/proc/${tid}/cgroup`, 'utf8');
+      const line = text.split('\n').find((l) => l.startsWith('0::'));
+      if (!line) return undefined;
+      const rel = line.slice(3);
+      return statSync(path.join(this.ctx.cgroups.root, rel), { bigint: true }).ino;
+    } catch {
+      return undefined; // exited, or in another cgroup namespace
+    }
+  }
+
+  close(): void {
+    this.obj.close();
+  }
+}
+
+export const cgroupCpu: CollectorDefinition<CgroupCpuConfig> = {
+  name: 'cgroup_cpu',
+  description: 'CPU time per cgroup v2 from sched_switch',
+  hooks: [{ kind: 'tp_btf', name: 'sched_switch', since: '5.5' }],
+  metrics: [cgroupCpuTime],
+  configSchema,
+  async start(ctx, config) {
+    const ncpu = ctx.native.numPossibleCpus();
+    const obj = new ctx.native.BpfObject(ctx.objectPath('cgroup_cpu'), {
+      maxEntries: { running: ncpu, cpu_ns: config.max_cgroups + 1 },
+    });
+    try {
+      // The overflow key must exist before the map can fill up.
+      obj.updateElem('cpu_ns', u64Key(OVERFLOW_KEY), Buffer.alloc(8));
+      obj.attach();
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+    return new CgroupCpuCollector(obj, ctx);
+  },
+};

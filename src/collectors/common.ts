@@ -1,0 +1,46 @@
+/** Small helpers shared by collectors: keys, overflow counters, cgroup expiry. */
+import type { BpfObjectHandle, MapBatch } from '../bpf/native.js';
+import type { CgroupResolver } from '../cgroup/resolver.js';
+
+export function u64Key(v: bigint): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(v);
+  return b;
+}
+
+/** Drops per slot of the object's kt_drops map (see bpf/include/kt_maps.h). */
+export async function readDropCounts(obj: BpfObjectHandle): Promise<number[]> {
+  const batch = await obj.readMap('kt_drops');
+  const out: number[] = [];
+  for (let i = 0; i < batch.count; i++) {
+    out[batch.keys.readUInt32LE(i * 4)] = Number(batch.values[i]!);
+  }
+  return out;
+}
+
+/**
+ * Frees the kernel entries of cgroups deleted more than the TTL ago, so a
+ * map keyed by cgroup stays bounded by the live cgroups, not by history.
+ * `cgroupIdOf(i)` extracts the cgroup id of entry i of the batch.
+ */
+export function expireCgroupEntries(
+  obj: BpfObjectHandle,
+  mapName: string,
+  batch: MapBatch,
+  cgroups: CgroupResolver,
+  cgroupIdOf: (i: number) => bigint,
+  keep: (id: bigint) => boolean = () => false,
+): number {
+  const expired: Buffer[] = [];
+  const ids = new Set<bigint>();
+  for (let i = 0; i < batch.count; i++) {
+    const id = cgroupIdOf(i);
+    if (keep(id) || !cgroups.expired(id)) continue;
+    expired.push(batch.keys.subarray(i * batch.keySize, (i + 1) * batch.keySize));
+    ids.add(id);
+  }
+  if (expired.length === 0) return 0;
+  const deleted = obj.deleteKeys(mapName, Buffer.concat(expired));
+  for (const id of ids) cgroups.forget(id);
+  return deleted;
+}

@@ -1,0 +1,5 @@
+/** Every collector kerntap knows, in the order they are started and shown. */
+import { cgroupCpu } from './cgroup_cpu.js';
+import type { CollectorDefinition } from './types.js';
+
+export const collectorDefinitions: readonly CollectorDefinition[] = [cgroupCpu];

@@ -1,0 +1,129 @@
+/**
+ * Configuration: a YAML file validated against a schema, then command-line
+ * flags on top. Every error names the file and the key.
+ */
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml, YAMLParseError } from 'yaml';
+import { z } from 'zod';
+import { parseDuration } from './duration.js';
+import { collectorDefinitions } from './collectors/index.js';
+
+export const DEFAULT_LISTEN_ADDRESS = ':10435';
+export const DEFAULT_TELEMETRY_PATH = '/metrics';
+
+export const duration = (what: string) =>
+  z.union([z.string(), z.number()]).transform((v, ctx) => {
+    if (typeof v === 'number') return v * 1000;
+    try {
+      return parseDuration(v);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: `${what}: ${(err as Error).message}` });
+      return z.NEVER;
+    }
+  });
+
+const positiveDuration = (what: string, minMs: number) =>
+  duration(what).refine((ms) => ms >= minMs, { message: `${what} must be at least ${minMs}ms` });
+
+function collectorsSchema() {
+  const shape: Record<string, z.ZodType> = {};
+  for (const def of collectorDefinitions) {
+    shape[def.name] = def.configSchema.default(def.configSchema.parse({}));
+  }
+  return z.strictObject(shape);
+}
+
+export function configSchema() {
+  const collectors = collectorsSchema();
+  return z.strictObject({
+    poll: z
+      .strictObject({
+        /** How often the kernel maps are read into a new snapshot. */
+        interval: positiveDuration('poll.interval', 100).default(5000),
+        /** /healthz reports degraded after this many polls in a row failed. */
+        degraded_after_failures: z.number().int().min(1).max(1000).default(3),
+      })
+      .default({ interval: 5000, degraded_after_failures: 3 }),
+    web: z
+      .strictObject({
+        listen_address: z.string().min(1).default(DEFAULT_LISTEN_ADDRESS),
+        telemetry_path: z
+          .string()
+          .regex(/^\/[A-Za-z0-9._~\-/]*$/, 'must be an absolute URL path such as /metrics')
+          .default(DEFAULT_TELEMETRY_PATH),
+      })
+      .default({ listen_address: DEFAULT_LISTEN_ADDRESS, telemetry_path: DEFAULT_TELEMETRY_PATH }),
+    cgroup: z
+      .strictObject({
+        /** cgroup v2 mount point; 'auto' finds it in /proc/self/mountinfo. */
+        root: z.string().default('auto'),
+        /** Series of a deleted cgroup are kept this long, then dropped (and its kernel entries freed). */
+        ttl: positiveDuration('cgroup.ttl', 0).default(600_000),
+      })
+      .default({ root: 'auto', ttl: 600_000 }),
+    limits: z
+      .strictObject({
+        /** Series per metric; more are folded into one series labelled "~overflow". */
+        max_series_per_metric: z.number().int().min(1).max(1_000_000).default(10_000),
+        /** Label values longer than this (bytes of UTF-8) are cut, with a "…" mark. */
+        max_label_length: z.number().int().min(16).max(65_536).default(512),
+      })
+      .default({ max_series_per_metric: 10_000, max_label_length: 512 }),
+    bpf: z
+      .strictObject({
+        /** Turn on kernel BPF run-time stats (BPF_ENABLE_STATS) for the program self-metrics. Costs ~20ns per event. */
+        stats: z.boolean().default(false),
+      })
+      .default({ stats: false }),
+    collectors: collectors.default(collectors.parse({})),
+  });
+}
+
+export type Config = z.output<ReturnType<typeof configSchema>>;
+
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+function describeIssue(source: string, issue: z.core.$ZodIssue): string {
+  const key = issue.path.map(String).join('.') || '(top level)';
+  if (issue.code === 'unrecognized_keys') {
+    const prefix = issue.path.length ? `${issue.path.map(String).join('.')}.` : '';
+    return `${source}: unknown key ${issue.keys.map((k) => prefix + k).join(', ')}`;
+  }
+  return `${source}: key ${key}: ${issue.message}`;
+}
+
+/** Parses and validates configuration text; throws ConfigError with one line naming file and key. */
+export function parseConfig(text: string, source = 'config'): Config {
+  let raw: unknown;
+  try {
+    raw = text.trim() === '' ? {} : parseYaml(text, { uniqueKeys: true, merge: false });
+  } catch (err) {
+    const e = err as YAMLParseError;
+    const where = e.linePos?.[0] ? ` at line ${e.linePos[0].line} column ${e.linePos[0].col}` : '';
+    throw new ConfigError(`${source}: invalid YAML${where}: ${e.message.split('\n')[0]}`);
+  }
+  if (raw === null || raw === undefined) raw = {};
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError(`${source}: expected a mapping at the top level`);
+  }
+  const result = configSchema().safeParse(raw);
+  if (!result.success) {
+    const issue = result.error.issues[0]!;
+    throw new ConfigError(describeIssue(source, issue));
+  }
+  return result.data;
+}
+
+export function loadConfigFile(file: string | undefined): Config {
+  if (!file) return parseConfig('', 'built-in defaults');
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    throw new ConfigError(`config file ${file}: cannot read (${e.code ?? e.message})`);
+  }
+  return parseConfig(text, `config file ${file}`);
+}

@@ -1,0 +1,195 @@
+/**
+ * The poller reads every running collector each interval into one Snapshot.
+ * Scrapes and OTLP exports read the latest snapshot; they never touch the
+ * kernel themselves, so any number of them see the same consistent data.
+ */
+import { EventEmitter } from 'node:events';
+import type { Logger } from 'pino';
+import type { CollectorInstance } from './collectors/types.js';
+import { readDropCounts } from './collectors/common.js';
+import { prometheusName } from './model/metric.js';
+import type { Family, RawFamily, Snapshot } from './model/snapshot.js';
+import { SeriesTracker } from './series.js';
+import { selfFamilies, type SelfState } from './selfmetrics.js';
+import type { MapBatch } from './bpf/native.js';
+
+export interface RunningCollector {
+  name: string;
+  instance: CollectorInstance;
+}
+
+export interface PollerOptions {
+  intervalMs: number;
+  maxSeriesPerMetric: number;
+  maxLabelLength: number;
+  degradedAfterFailures: number;
+  version: string;
+  libbpfVersion: string;
+  statsEnabled: () => boolean;
+  log: Logger;
+  /** All collectors known, with whether they run (for kerntap_collector_enabled). */
+  collectorStates: { name: string; enabled: boolean }[];
+  /** Called before each poll (e.g. to refresh the cgroup tree). */
+  beforePoll?: (nowMs: number) => void;
+}
+
+interface PerCollector {
+  running: RunningCollector;
+  lastGood: RawFamily[];
+  errors: number;
+  lastErrorLogMs: number;
+  mapEntries: Map<string, number>;
+}
+
+export class Poller extends EventEmitter {
+  private readonly tracker: SeriesTracker;
+  private readonly per: PerCollector[];
+  private timer: NodeJS.Timeout | undefined;
+  private inFlight: Promise<Snapshot> | undefined;
+  private seq = 0;
+  private stopped = false;
+  latest: Snapshot;
+  consecutiveFailures = 0;
+  lastError: string | undefined;
+
+  constructor(collectors: RunningCollector[], private readonly opts: PollerOptions) {
+    super();
+    const startMs = Date.now();
+    this.tracker = new SeriesTracker({
+      maxSeriesPerMetric: opts.maxSeriesPerMetric,
+      maxLabelLength: opts.maxLabelLength,
+      startMs,
+    });
+    this.per = collectors.map((running) => {
+      const mapEntries = new Map<string, number>();
+      // Note each map's entry count whenever the collector reads it, for the
+      // kerntap_bpf_map_entries self-metric, at no extra read cost.
+      for (const obj of running.instance.objects) {
+        const read = obj.readMap.bind(obj);
+        obj.readMap = async (name: string): Promise<MapBatch> => {
+          const batch = await read(name);
+          mapEntries.set(name, batch.count);
+          return batch;
+        };
+      }
+      return { running, lastGood: [], errors: 0, lastErrorLogMs: -Infinity, mapEntries };
+    });
+    this.latest = { seq: 0, timeMs: startMs, families: [] };
+  }
+
+  get healthy(): boolean {
+    return this.consecutiveFailures < this.opts.degradedAfterFailures;
+  }
+
+  start(): Promise<Snapshot> {
+    const first = this.poll();
+    const tick = () => {
+      if (this.stopped) return;
+      this.timer = setTimeout(() => {
+        this.poll().finally(tick);
+      }, this.opts.intervalMs);
+      this.timer.unref?.();
+    };
+    first.finally(tick);
+    return first;
+  }
+
+  stop(): void {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+  }
+
+  /** Polls now (or joins the poll in flight). */
+  poll(): Promise<Snapshot> {
+    if (!this.inFlight) {
+      this.inFlight = this.doPoll().finally(() => {
+        this.inFlight = undefined;
+      });
+    }
+    return this.inFlight;
+  }
+
+  private async doPoll(): Promise<Snapshot> {
+    const t0 = process.hrtime.bigint();
+    const nowMs = Date.now();
+    this.opts.beforePoll?.(nowMs);
+    const raw: RawFamily[] = [];
+    let failed = false;
+    for (const pc of this.per) {
+      try {
+        pc.lastGood = await pc.running.instance.collect(nowMs);
+      } catch (err) {
+        failed = true;
+        pc.errors++;
+        this.lastError = `${pc.running.name}: ${(err as Error).message}`;
+        // One line per collector per minute at most, so a broken map does not flood the log.
+        if (nowMs - pc.lastErrorLogMs > 60_000) {
+          pc.lastErrorLogMs = nowMs;
+          this.opts.log.error({ collector: pc.running.name, errors: pc.errors }, `poll failed, serving last good values: ${(err as Error).message}`);
+        }
+      }
+      raw.push(...pc.lastGood);
+    }
+    this.consecutiveFailures = failed ? this.consecutiveFailures + 1 : 0;
+
+    const families: Family[] = this.tracker.track(raw, nowMs);
+    const self = await this.selfState(families, Number(process.hrtime.bigint() - t0) / 1e9);
+    families.push(...this.tracker.track(selfFamilies(self), nowMs));
+    this.seq++;
+    this.latest = { seq: this.seq, timeMs: nowMs, families };
+    this.emit('snapshot', this.latest);
+    return this.latest;
+  }
+
+  private async selfState(families: Family[], pollDurationS: number): Promise<SelfState> {
+    const programs: SelfState['programs'] = [];
+    const maps: SelfState['maps'] = [];
+    const overflow: SelfState['overflow'] = [];
+    for (const pc of this.per) {
+      const { name, instance } = pc.running;
+      for (const obj of instance.objects) {
+        try {
+          for (const prog of obj.programs()) {
+            programs.push({ collector: name, program: prog.name, runTimeNs: prog.runTimeNs, runCount: prog.runCount });
+          }
+          for (const m of obj.maps()) {
+            if (m.name === 'kt_drops') continue;
+            maps.push({ collector: name, map: m.name, entries: pc.mapEntries.get(m.name), capacity: m.maxEntries });
+          }
+        } catch {
+          // object closed during shutdown
+        }
+      }
+      const first = instance.objects[0];
+      if (first && instance.dropSlots.length > 0) {
+        try {
+          const drops = await readDropCounts(first);
+          for (const d of instance.dropSlots) overflow.push({ collector: name, map: d.map, count: drops[d.slot] ?? 0 });
+        } catch {
+          // counted as a poll error by collect() if the object is broken
+        }
+      }
+    }
+    const byProm = (m: Map<string, number>) => {
+      const out = new Map<string, number>();
+      for (const fam of families) {
+        const v = m.get(fam.def.name);
+        if (v !== undefined) out.set(prometheusName(fam.def), v);
+      }
+      return out;
+    };
+    return {
+      version: this.opts.version,
+      libbpfVersion: this.opts.libbpfVersion,
+      collectors: this.opts.collectorStates,
+      programs,
+      statsEnabled: this.opts.statsEnabled(),
+      maps,
+      overflow,
+      pollDurationS,
+      pollErrors: new Map(this.per.map((pc) => [pc.running.name, pc.errors])),
+      series: byProm(this.tracker.seriesCount),
+      folded: byProm(this.tracker.folded),
+    };
+  }
+}

@@ -1,0 +1,157 @@
+/**
+ * Series bookkeeping between raw collector output and the snapshot:
+ *  - label values are sanitised, and points that end up with the same
+ *    labels are merged (summed);
+ *  - at most maxSeries series per metric; later ones are folded into one
+ *    series whose labels are all "~overflow", and the number folded is kept;
+ *  - counters never go backwards within a series: a small drop from a read
+ *    race is held at the last value, while a changed identity (a cgroup
+ *    re-created under the same path) restarts the series with a new start.
+ */
+import { addHistogram, emptyHistogram, type HistogramValue } from './model/histogram.js';
+import type { Family, HistogramPoint, NumberPoint, RawFamily } from './model/snapshot.js';
+import { sanitizeLabelValue } from './labels.js';
+
+export const OVERFLOW_LABEL = '~overflow';
+
+interface SeriesState {
+  startMs: number;
+  identity: string | undefined;
+  last: number;
+  lastSeenMs: number;
+}
+
+interface Merged<V> {
+  labels: string[];
+  value: V;
+  identity: string | undefined;
+}
+
+export interface SeriesTrackerOptions {
+  maxSeriesPerMetric: number;
+  maxLabelLength: number;
+  /** Start time given to series that exist at the first poll (program load). */
+  startMs: number;
+}
+
+export class SeriesTracker {
+  private readonly states = new Map<string, Map<string, SeriesState>>();
+  /** Series folded into ~overflow in the last snapshot, per metric (Prometheus name not needed: OTel name). */
+  readonly folded = new Map<string, number>();
+  readonly seriesCount = new Map<string, number>();
+  private firstPoll = true;
+
+  constructor(private readonly opts: SeriesTrackerOptions) {}
+
+  track(families: RawFamily[], nowMs: number): Family[] {
+    const out: Family[] = [];
+    for (const fam of families) {
+      const name = fam.def.name;
+      let states = this.states.get(name);
+      if (!states) {
+        states = new Map();
+        this.states.set(name, states);
+      }
+      if (fam.kind === 'histogram') {
+        const merged = this.merge(fam.points.map((p) => ({ labels: p.labels, value: p.hist, identity: p.identity })),
+          states, fam.def.labels.length, name, (a, b) => { addHistogram(a, b); return a; }, cloneHist);
+        const points: HistogramPoint[] = merged.map((m) => {
+          const st = this.state(states!, m.labels, m.identity, m.value.count, nowMs);
+          return { labels: m.labels, hist: m.value, startMs: st.startMs };
+        });
+        out.push({ def: fam.def, kind: 'histogram', points });
+      } else {
+        const merged = this.merge(fam.points.map((p) => ({ labels: p.labels, value: p.value, identity: p.identity })),
+          states, fam.def.labels.length, name, (a, b) => a + b, (v) => v);
+        const points: NumberPoint[] = merged.map((m) => {
+          const st = this.state(states!, m.labels, m.identity, m.value, nowMs);
+          let value = m.value;
+          if (fam.kind === 'counter') {
+            if (value < st.last) value = st.last; // read race, same identity: hold
+            st.last = value;
+          }
+          return { labels: m.labels, value, startMs: st.startMs };
+        });
+        out.push({ def: fam.def, kind: fam.kind, points });
+      }
+      // Forget series not seen for a while, so a returning one starts afresh.
+      for (const [key, st] of states) if (st.lastSeenMs !== nowMs) states.delete(key);
+    }
+    this.firstPoll = false;
+    return out;
+  }
+
+  private merge<V>(
+    points: Merged<V>[],
+    states: Map<string, SeriesState>,
+    labelCount: number,
+    metric: string,
+    add: (a: V, b: V) => V,
+    clone: (v: V) => V,
+  ): Merged<V>[] {
+    const byKey = new Map<string, Merged<V>>();
+    for (const p of points) {
+      const labels = p.labels.map((l) => sanitizeLabelValue(l, this.opts.maxLabelLength));
+      const key = labels.join('\u0000');
+      const existing = byKey.get(key);
+      if (existing) {
+        existing.value = add(existing.value, p.value);
+        existing.identity = joinIdentity(existing.identity, p.identity);
+      } else {
+        byKey.set(key, { labels, value: clone(p.value), identity: p.identity });
+      }
+    }
+    const max = this.opts.maxSeriesPerMetric;
+    if (byKey.size <= max) {
+      this.folded.set(metric, 0);
+      this.seriesCount.set(metric, byKey.size);
+      return [...byKey.values()];
+    }
+    // Over the cap: series already tracked keep their place (so their
+    // counters stay continuous), new ones fill what is left, and the rest
+    // are summed into one "~overflow" series (one slot is kept for it).
+    const kept: Merged<V>[] = [];
+    const fresh: Merged<V>[] = [];
+    const overflowKey = Array(labelCount).fill(OVERFLOW_LABEL).join('\u0000');
+    const rest: Merged<V>[] = [];
+    for (const [key, m] of byKey) (key === overflowKey ? rest : states.has(key) ? kept : fresh).push(m);
+    const admitted = kept.slice(0, max - 1);
+    rest.push(...kept.slice(max - 1));
+    for (const m of fresh) (admitted.length < max - 1 ? admitted : rest).push(m);
+    const overflow: Merged<V> = { labels: Array(labelCount).fill(OVERFLOW_LABEL), value: clone(rest[0]!.value), identity: 'overflow' };
+    for (const m of rest.slice(1)) overflow.value = add(overflow.value, m.value);
+    admitted.push(overflow);
+    this.folded.set(metric, rest.filter((m) => m.identity !== 'overflow').length);
+    this.seriesCount.set(metric, admitted.length);
+    return admitted;
+  }
+
+  private state(states: Map<string, SeriesState>, labels: string[], identity: string | undefined,
+    value: number, nowMs: number): SeriesState {
+    const key = labels.join('\u0000');
+    let st = states.get(key);
+    if (!st || (st.identity !== identity && identity !== 'overflow')) {
+      st = { startMs: this.firstPoll ? this.opts.startMs : nowMs, identity, last: 0, lastSeenMs: nowMs };
+      states.set(key, st);
+    } else if (value < st.last && identity === 'overflow') {
+      // The overflow series is a sum over changing members: a drop is a reset.
+      st.startMs = nowMs;
+      st.last = 0;
+    }
+    st.lastSeenMs = nowMs;
+    return st;
+  }
+}
+
+function cloneHist(h: HistogramValue): HistogramValue {
+  const c = emptyHistogram();
+  addHistogram(c, h);
+  return c;
+}
+
+function joinIdentity(a: string | undefined, b: string | undefined): string | undefined {
+  if (a === undefined) return b;
+  if (b === undefined || a === b) return a;
+  const parts = new Set([...a.split(','), ...b.split(',')]);
+  return [...parts].sort().join(',');
+}

@@ -1,0 +1,37 @@
+/** Where the tests are and whether the real kernel can be used. */
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TestContext } from 'node:test';
+
+export const ROOT = process.env.KERNTAP_TEST_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
+export const BIN = path.join(ROOT, 'bin/kerntap.js');
+export const IN_CI = process.env.CI === 'true';
+
+/** Why BPF integration tests can't run here, or undefined. */
+export function bpfUnavailable(): string | undefined {
+  if (process.getuid?.() !== 0) return 'not root';
+  if (!existsSync('/sys/kernel/btf/vmlinux')) return 'no kernel BTF';
+  if (!existsSync(path.join(ROOT, 'build/Release/kerntap_native.node'))) return 'native addon not built (npm run build)';
+  if (!existsSync(path.join(ROOT, 'build/bpf/cgroup_cpu.bpf.o'))) return 'BPF objects not built (npm run build)';
+  return undefined;
+}
+
+/**
+ * Skips a test that needs the real kernel when it is unavailable — except in
+ * CI (CI=true), where a skip would hide a broken setup, so it fails instead.
+ */
+export function requireBpf(t: TestContext): boolean {
+  const why = bpfUnavailable();
+  if (!why) return true;
+  if (IN_CI) throw new Error(`BPF test cannot run in CI: ${why}`);
+  t.skip(`BPF unavailable: ${why}`);
+  return false;
+}
+
+export function requireTool(t: TestContext, tool: string, found: boolean): boolean {
+  if (found) return true;
+  if (IN_CI) throw new Error(`required tool missing in CI: ${tool}`);
+  t.skip(`${tool} not installed`);
+  return false;
+}

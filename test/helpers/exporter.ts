@@ -1,0 +1,77 @@
+/** Runs the real exporter (bin/kerntap.js) as a child process. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { BIN } from './env.js';
+
+export interface Exporter {
+  url: string;
+  pid: number;
+  child: ChildProcess;
+  stderr: () => string;
+  scrape(path?: string, headers?: Record<string, string>): Promise<string>;
+  /** Sends the signal and resolves with the exit code once the process is gone. */
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export function writeConfig(yaml: string): string {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kerntap-test-'));
+  const file = path.join(dir, 'kerntap.yml');
+  writeFileSync(file, yaml);
+  return file;
+}
+
+export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Exporter> {
+  const child = spawn(process.execPath, [BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args], {
+    env: { ...process.env, ...opts.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+  const url = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`exporter did not start in time:\n${err}`)), opts.timeoutMs ?? 30_000);
+    child.stderr!.on('data', (d: Buffer) => {
+      err += d.toString();
+      for (const line of err.split('\n')) {
+        if (!line.includes('kerntap listening')) continue;
+        try {
+          const rec = JSON.parse(line) as { address: string };
+          clearTimeout(timer);
+          resolve(rec.address);
+        } catch {
+          // partial line
+        }
+      }
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`exporter exited with ${code} before listening:\n${err}${out}`));
+    });
+  });
+  return {
+    url,
+    pid: child.pid!,
+    child,
+    stderr: () => err,
+    async scrape(p = '/metrics', headers = {}) {
+      const res = await fetch(`${url}${p}`, { headers });
+      if (res.status !== 200) throw new Error(`GET ${p}: HTTP ${res.status}`);
+      return res.text();
+    },
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+      child.kill(signal);
+      const timeout = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      const code = await exited;
+      clearTimeout(timeout);
+      return code;
+    },
+  };
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
