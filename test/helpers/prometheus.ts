@@ -1,0 +1,106 @@
+/** A real Prometheus server (Debian's /usr/bin/prometheus) and promtool, for tests. */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { sleep } from './exporter.js';
+
+export const PROMETHEUS = '/usr/bin/prometheus';
+export const PROMTOOL = '/usr/bin/promtool';
+export const havePrometheus = () => existsSync(PROMETHEUS) && existsSync(PROMTOOL);
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = net.createServer();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const port = (srv.address() as net.AddressInfo).port;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/** Runs `promtool check metrics` on exposition text; returns its exit code and output. */
+export function promtoolCheckMetrics(text: string): { status: number | null; output: string } {
+  const r = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+  return { status: r.status, output: `${r.stdout}${r.stderr}` };
+}
+
+export interface PrometheusServer {
+  url: string;
+  query(expr: string): Promise<{ metric: Record<string, string>; value: [number, string] }[]>;
+  waitFor(expr: string, ok: (r: { metric: Record<string, string>; value: [number, string] }[]) => boolean, timeoutMs?: number): Promise<{ metric: Record<string, string>; value: [number, string] }[]>;
+  stop(): Promise<void>;
+}
+
+export interface ScrapeTarget {
+  /** host:port */
+  target: string;
+  scheme?: 'http' | 'https';
+  metricsPath?: string;
+  /** Extra YAML lines for the scrape job (e.g. tls_config, basic_auth), indented by 4 spaces. */
+  extra?: string;
+}
+
+export async function startPrometheus(targets: ScrapeTarget[], scrapeInterval = '1s'): Promise<PrometheusServer> {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kerntap-prom-'));
+  const jobs = targets
+    .map((t, i) => [
+      `  - job_name: kerntap${i}`,
+      `    scrape_interval: ${scrapeInterval}`,
+      `    scheme: ${t.scheme ?? 'http'}`,
+      `    metrics_path: ${t.metricsPath ?? '/metrics'}`,
+      ...(t.extra ? [t.extra] : []),
+      `    static_configs:`,
+      `      - targets: ['${t.target}']`,
+    ].join('\n'))
+    .join('\n');
+  writeFileSync(path.join(dir, 'prometheus.yml'), `global:\n  scrape_interval: ${scrapeInterval}\nscrape_configs:\n${jobs}\n`);
+  const port = await freePort();
+  const child: ChildProcess = spawn(PROMETHEUS, [
+    `--config.file=${path.join(dir, 'prometheus.yml')}`,
+    `--storage.tsdb.path=${path.join(dir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${port}`,
+    '--log.level=warn',
+  ], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let log = '';
+  child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
+  const url = `http://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      const r = await fetch(`${url}/-/ready`);
+      if (r.ok) break;
+    } catch {
+      // not up yet
+    }
+    if (i > 100 || child.exitCode !== null) throw new Error(`prometheus did not start:\n${log}`);
+    await sleep(200);
+  }
+  const query = async (expr: string) => {
+    const r = await fetch(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`);
+    const body = (await r.json()) as { status: string; error?: string; data: { result: { metric: Record<string, string>; value: [number, string] }[] } };
+    if (body.status !== 'success') throw new Error(`query ${expr}: ${body.error}`);
+    return body.data.result;
+  };
+  return {
+    url,
+    query,
+    async waitFor(expr, ok, timeoutMs = 20_000) {
+      const deadline = Date.now() + timeoutMs;
+      let last: Awaited<ReturnType<typeof query>> = [];
+      while (Date.now() < deadline) {
+        last = await query(expr);
+        if (ok(last)) return last;
+        await sleep(500);
+      }
+      throw new Error(`timed out waiting for ${expr}; last result ${JSON.stringify(last)}\nprometheus log:\n${log}`);
+    },
+    async stop() {
+      if (child.exitCode === null) {
+        child.kill('SIGTERM');
+        await new Promise((r) => child.on('exit', r));
+      }
+    },
+  };
+}

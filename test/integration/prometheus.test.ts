@@ -1,0 +1,64 @@
+/**
+ * The real /metrics endpoint, checked by the real tools: promtool accepts it,
+ * OpenMetrics is served when asked for, and a real Prometheus scrapes it and
+ * answers PromQL with the test cgroup's CPU time (equal to its cpu.stat).
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { requireBpf, requireTool } from '../helpers/env.js';
+import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { TestCgroup } from '../helpers/cgroup.js';
+import { parseExposition, value } from '../helpers/exposition.js';
+import { havePrometheus, promtoolCheckMetrics, startPrometheus, type PrometheusServer } from '../helpers/prometheus.js';
+
+let exporter: Exporter | undefined;
+let prom: PrometheusServer | undefined;
+let cg: TestCgroup | undefined;
+after(async () => {
+  await prom?.stop();
+  await exporter?.stop();
+  await cg?.destroy();
+});
+
+test('promtool accepts /metrics; OpenMetrics by Accept; Prometheus scrapes and queries it', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'prometheus', havePrometheus())) return;
+  exporter = await startExporter();
+  cg = TestCgroup.unique('kt-prom');
+  const busy = cg.run('while :; do :; done');
+  await sleep(1500);
+  busy.kill('SIGKILL');
+  await new Promise((r) => busy.on('exit', r));
+  await sleep(1200);
+
+  const text = await exporter.scrape();
+  const check = promtoolCheckMetrics(text);
+  assert.equal(check.status, 0, `promtool check metrics:\n${check.output}`);
+  const samples = parseExposition(text);
+  const exported = value(samples, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label });
+  const usage = cg.usageUsec() / 1e6;
+  assert.ok(exported !== undefined && Math.abs(exported / usage - 1) < 0.01, `exported ${exported} vs cpu.stat ${usage}`);
+  assert.equal(value(samples, 'kerntap_collector_enabled', { collector: 'cgroup_cpu' }), 1);
+  assert.equal(value(samples, 'kerntap_build_info', {}) , 1);
+  assert.ok((value(samples, 'kerntap_bpf_map_capacity', { collector: 'cgroup_cpu', map: 'cpu_ns' }) ?? 0) > 16);
+  assert.ok((value(samples, 'kerntap_bpf_map_entries', { collector: 'cgroup_cpu', map: 'cpu_ns' }) ?? 0) >= 2);
+
+  const res = await fetch(`${exporter.url}/metrics`, { headers: { accept: 'application/openmetrics-text;version=1.0.0,text/plain;q=0.5' } });
+  assert.match(res.headers.get('content-type') ?? '', /^application\/openmetrics-text; version=1\.0\.0/);
+  const om = await res.text();
+  assert.ok(om.endsWith('# EOF\n'), 'OpenMetrics ends with # EOF');
+  assert.match(om, /^# TYPE kerntap_cgroup_cpu_time_seconds counter$/m);
+  assert.match(om, new RegExp(`^kerntap_cgroup_cpu_time_seconds_total\\{cgroup="${cg.label}"\\} `, 'm'));
+
+  const health = await fetch(`${exporter.url}/healthz`);
+  assert.equal(health.status, 200);
+  const landing = await (await fetch(`${exporter.url}/`)).text();
+  assert.match(landing, /cgroup_cpu/);
+
+  prom = await startPrometheus([{ target: new URL(exporter.url).host }]);
+  const expr = `kerntap_cgroup_cpu_time_seconds_total{cgroup="${cg.label}"}`;
+  const result = await prom.waitFor(expr, (r) => r.length === 1);
+  const scraped = Number(result[0]!.value[1]);
+  assert.ok(Math.abs(scraped / usage - 1) < 0.01, `PromQL ${scraped} vs cpu.stat ${usage}`);
+  const up = await prom.query('up');
+  assert.equal(up[0]!.value[1], '1');
+});
