@@ -40,6 +40,7 @@ export function buildProgram(): Command {
     .addOption(new Option('--poll.interval <duration>', 'how often BPF maps are read, e.g. 5s (default: 5s)').argParser(durationArg))
     .addOption(new Option('--log.level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
     .addOption(new Option('--check', 'probe privileges, BTF and each collector\'s hooks, print the table and exit (0: all enabled collectors can run)'))
+    .configureOutput({ outputError: (str, write) => write(`kerntap: ${str.replace(/^error: /, '')}`) })
     .showSuggestionAfterError(true)
     .allowExcessArguments(false);
 }

@@ -130,8 +130,9 @@ export function loadNative(): NativeBinding {
       cached = req(candidate) as NativeBinding;
       return cached;
     } catch (err) {
-      errors.push(`${candidate}: ${(err as Error).message.split('\n')[0]}`);
+      const e = err as NodeJS.ErrnoException;
+      errors.push(e.code === 'MODULE_NOT_FOUND' ? `${candidate} not found` : `${candidate}: ${e.message.split('\n')[0]}`);
     }
   }
-  throw new Error(`kerntap: native addon not built (run \`npm run build\`): ${errors.join('; ')}`);
+  throw new Error(`native addon unavailable (run \`npm run build\`): ${errors[0]}`);
 }
