@@ -51,7 +51,7 @@ export function probeAll(config: Config): ProbeResult {
 }
 
 export function objectDir(): string {
-  return process.env.KERNTAP_BPF_DIR ?? path.join(packageRoot(), 'build', 'bpf');
+  return process.env.KERNTAP_BPF_DIR ?? path.join(packageRoot(), 'bpf', 'out');
 }
 
 export class Kerntap {

@@ -66,11 +66,14 @@ export class Poller extends EventEmitter {
       // kerntap_bpf_map_entries self-metric, at no extra read cost.
       for (const obj of running.instance.objects) {
         const read = obj.readMap.bind(obj);
-        obj.readMap = async (name: string): Promise<MapBatch> => {
-          const batch = await read(name);
-          mapEntries.set(name, batch.count);
-          return batch;
-        };
+        // The native method is read-only on the prototype; shadow it on the instance.
+        Object.defineProperty(obj, 'readMap', {
+          value: async (name: string): Promise<MapBatch> => {
+            const batch = await read(name);
+            mapEntries.set(name, batch.count);
+            return batch;
+          },
+        });
       }
       return { running, lastGood: [], errors: 0, lastErrorLogMs: -Infinity, mapEntries };
     });

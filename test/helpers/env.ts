@@ -13,7 +13,7 @@ export function bpfUnavailable(): string | undefined {
   if (process.getuid?.() !== 0) return 'not root';
   if (!existsSync('/sys/kernel/btf/vmlinux')) return 'no kernel BTF';
   if (!existsSync(path.join(ROOT, 'build/Release/kerntap_native.node'))) return 'native addon not built (npm run build)';
-  if (!existsSync(path.join(ROOT, 'build/bpf/cgroup_cpu.bpf.o'))) return 'BPF objects not built (npm run build)';
+  if (!existsSync(path.join(ROOT, 'bpf/out/cgroup_cpu.bpf.o'))) return 'BPF objects not built (npm run build)';
   return undefined;
 }
 
