@@ -15,6 +15,8 @@ export interface CgroupEntry {
   lastSeenMs: number;
   /** Set once a walk no longer finds the directory. */
   goneSinceMs?: number;
+  /** No walk has found this id yet. */
+  unknown?: boolean;
 }
 
 export interface CgroupResolverOptions {
@@ -103,7 +105,7 @@ export class CgroupResolver {
   /** Path for an id, walking again if it is unknown and the last walk is old enough. */
   resolve(id: bigint): string {
     let entry = this.byId.get(id);
-    if (!entry && this.now() - this.lastWalkMs >= this.minRewalkMs) {
+    if ((!entry || entry.unknown) && this.now() - this.lastWalkMs >= this.minRewalkMs) {
       this.walk();
       entry = this.byId.get(id);
     }
@@ -111,7 +113,7 @@ export class CgroupResolver {
       // Created and deleted between walks, or outside our view: keep the
       // data under an explicit label, and let it age out like a deleted one.
       const now = this.now();
-      entry = { path: `${UNKNOWN_CGROUP_PREFIX}${id}`, lastSeenMs: now, goneSinceMs: now };
+      entry = { path: `${UNKNOWN_CGROUP_PREFIX}${id}`, lastSeenMs: now, goneSinceMs: now, unknown: true };
       this.byId.set(id, entry);
     }
     return entry.path;

@@ -1,0 +1,34 @@
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdirSync, mkdtempSync, rmdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { CgroupResolver, UNKNOWN_CGROUP_PREFIX } from '../../src/cgroup/resolver.js';
+
+// A directory tree stands in for cgroupfs: ids are inode numbers either way.
+test('resolves ids to paths, re-walks for unknown ids, and ages deleted ones out', () => {
+  const root = mkdtempSync(path.join(tmpdir(), 'kt-cg-'));
+  mkdirSync(path.join(root, 'system.slice/nginx.service'), { recursive: true });
+  let now = 1_000;
+  const r = new CgroupResolver({ root, ttlMs: 60_000, minRewalkMs: 1_000, now: () => now });
+  r.walk();
+  const ino = (rel: string) => statSync(path.join(root, rel), { bigint: true }).ino;
+  assert.equal(r.resolve(ino('system.slice/nginx.service')), '/system.slice/nginx.service');
+  assert.equal(r.resolve(ino('.')), '/');
+
+  mkdirSync(path.join(root, 'late'));
+  const late = ino('late');
+  assert.equal(r.resolve(late), `${UNKNOWN_CGROUP_PREFIX}${late}`, 'no re-walk within minRewalkMs');
+  now += 1_000;
+  assert.equal(r.resolve(late), '/late', 'an unknown id triggers a walk once allowed');
+
+  rmdirSync(path.join(root, 'late'));
+  now += 1_000;
+  r.walk();
+  assert.equal(r.resolve(late), '/late', 'a deleted cgroup keeps its path during the TTL');
+  assert.equal(r.expired(late), false);
+  now += 61_000;
+  assert.equal(r.expired(late), true, 'expired after the TTL');
+  r.forget(late);
+  assert.equal(r.entry(late), undefined);
+});
