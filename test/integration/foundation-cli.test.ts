@@ -1,0 +1,103 @@
+/**
+ * The CLI as an operator meets it: bad input exits non-zero with one clear
+ * line; without privileges it names the capability; --check prints the probe
+ * table; SIGTERM detaches everything (nothing of kerntap stays loaded).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { BIN, requireBpf } from '../helpers/env.js';
+import { startExporter, writeConfig } from '../helpers/exporter.js';
+
+function run(args: string[], wrap: string[] = []) {
+  const cmd = [...wrap, process.execPath, BIN, ...args];
+  const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', timeout: 30_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+function oneLine(stderr: string): string {
+  const lines = stderr.trim().split('\n');
+  assert.equal(lines.length, 1, `exactly one line on stderr, got:\n${stderr}`);
+  return lines[0]!;
+}
+
+test('bad config: exit 1 with one line naming the file and key', () => {
+  const file = writeConfig('poll:\n  interval: 5 seconds\n');
+  const r = run(['--config.file', file]);
+  assert.equal(r.status, 1);
+  assert.match(oneLine(r.stderr), new RegExp(`^kerntap: config file ${file}: key poll\\.interval: invalid duration`));
+  const unknown = run(['--config.file', writeConfig('collectors:\n  cgroup_cpu:\n    max_cgroupz: 5\n')]);
+  assert.equal(unknown.status, 1);
+  assert.match(oneLine(unknown.stderr), /unknown key collectors\.cgroup_cpu\.max_cgroupz/);
+  const missing = run(['--config.file', '/nonexistent/kerntap.yml']);
+  assert.equal(missing.status, 1);
+  assert.match(oneLine(missing.stderr), /config file \/nonexistent\/kerntap\.yml: cannot read \(ENOENT\)/);
+});
+
+test('unknown flag and bad flag values: exit non-zero with one line', () => {
+  const r = run(['--web.listen-adress', ':1']);
+  assert.notEqual(r.status, 0);
+  assert.match(r.stderr.trim().split('\n')[0]!, /^kerntap: unknown option '--web\.listen-adress'/);
+  const bad = run(['--poll.interval', 'often']);
+  assert.notEqual(bad.status, 0);
+  assert.match(oneLine(bad.stderr), /--poll\.interval.*invalid duration "often"/);
+  const addr = run(['--web.listen-address', 'nonsense']);
+  assert.equal(addr.status, 1);
+  assert.match(oneLine(addr.stderr), /--web\.listen-address "nonsense": expected \[host\]:port/);
+});
+
+test('--help and --version exit 0', () => {
+  const help = run(['--help']);
+  assert.equal(help.status, 0);
+  assert.match(help.stdout, /--web\.listen-address/);
+  const version = run(['--version']);
+  assert.equal(version.status, 0);
+  assert.match(version.stdout.trim(), /^\d+\.\d+\.\d+$/);
+});
+
+test('--check prints the probe table and exits 0 when every enabled collector can run', (t) => {
+  if (!requireBpf(t)) return;
+  const r = run(['--check']);
+  assert.equal(r.status, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /^COLLECTOR\s+STATE\s+HOOKS/m);
+  assert.match(r.stdout, /^cgroup_cpu\s+on\s+tp_btf\/sched_switch/m);
+  const off = run(['--check', '--config.file', writeConfig('collectors:\n  cgroup_cpu:\n    enabled: false\n')]);
+  assert.match(off.stdout, /cgroup_cpu\s+off/);
+  assert.match(off.stdout, /reason: disabled in config/);
+});
+
+test('without capabilities: exit 1 with one line naming CAP_BPF', (t) => {
+  if (!requireBpf(t)) return;
+  const r = run([], ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups', '--inh-caps=-all', '--bounding-set=-all']);
+  assert.equal(r.status, 1);
+  assert.match(oneLine(r.stderr), /^kerntap: missing capability CAP_BPF and CAP_PERFMON \(or CAP_SYS_ADMIN\)/);
+});
+
+function loadedIds(): Set<number> {
+  const r = spawnSync('bpftool', ['prog', 'show', '-j'], { encoding: 'utf8' });
+  return new Set((JSON.parse(r.stdout) as { id: number }[]).map((p) => p.id));
+}
+
+for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+  test(`${signal} detaches every program and exits 0`, async (t) => {
+    if (!requireBpf(t)) return;
+    // Debian's bpftool can't list owner pids, so the exporter's programs are
+    // the ones that appeared while it started.
+    const before = loadedIds();
+    const exporter = await startExporter();
+    const ours = [...loadedIds()].filter((id) => !before.has(id));
+    const t0 = Date.now();
+    const code = await exporter.stop(signal);
+    assert.ok(ours.length >= 1, 'bpftool lists the exporter\'s programs while it runs');
+    assert.equal(code, 0);
+    assert.ok(Date.now() - t0 < 5000, 'exits promptly');
+    // The kernel frees a program after an RCU grace period: poll briefly.
+    let left = ours;
+    while (left.length > 0 && Date.now() - t0 < 2000) {
+      await new Promise((r) => setTimeout(r, 50));
+      const still = loadedIds();
+      left = ours.filter((id) => still.has(id));
+    }
+    assert.deepEqual(left, [], 'no kerntap program left loaded');
+  });
+}
