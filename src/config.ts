@@ -5,26 +5,11 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
-import { parseDuration } from './duration.js';
+import { durationSchema } from './duration.js';
 import { collectorDefinitions } from './collectors/index.js';
 
 export const DEFAULT_LISTEN_ADDRESS = ':10435';
 export const DEFAULT_TELEMETRY_PATH = '/metrics';
-
-/** A duration such as "5s" (or a number of seconds); the value is milliseconds. */
-export const duration = () =>
-  z.union([z.string(), z.number()]).transform((v, ctx) => {
-    if (typeof v === 'number') return v * 1000;
-    try {
-      return parseDuration(v);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', message: (err as Error).message });
-      return z.NEVER;
-    }
-  });
-
-const positiveDuration = (minMs: number) =>
-  duration().refine((ms) => ms >= minMs, { message: `must be at least ${minMs}ms` });
 
 function collectorsSchema() {
   const shape: Record<string, z.ZodType> = {};
@@ -40,7 +25,7 @@ export function configSchema() {
     poll: z
       .strictObject({
         /** How often the kernel maps are read into a new snapshot. */
-        interval: positiveDuration(100).default(5000),
+        interval: durationSchema(100).default(5000),
         /** /healthz reports degraded after this many polls in a row failed. */
         degraded_after_failures: z.number().int().min(1).max(1000).default(3),
       })
@@ -59,7 +44,7 @@ export function configSchema() {
         /** cgroup v2 mount point; 'auto' finds it in /proc/self/mountinfo. */
         root: z.string().default('auto'),
         /** Series of a deleted cgroup are kept this long, then dropped (and its kernel entries freed). */
-        ttl: positiveDuration(0).default(600_000),
+        ttl: durationSchema(0).default(600_000),
       })
       .default({ root: 'auto', ttl: 600_000 }),
     limits: z

@@ -105,6 +105,7 @@ struct sock_common {
 	volatile unsigned char skc_state;
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
+	unsigned long skc_flags; /* sk->sk_flags: SOCK_DONE etc. */
 };
 
 struct sock_cgroup_data {

@@ -1,5 +1,6 @@
 /** Every collector kerntap knows, in the order they are started and shown. */
 import { cgroupCpu } from './cgroup_cpu.js';
+import { tcp } from './tcp.js';
 import type { CollectorDefinition } from './types.js';
 
-export const collectorDefinitions: readonly CollectorDefinition[] = [cgroupCpu];
+export const collectorDefinitions: readonly CollectorDefinition[] = [cgroupCpu, tcp];

@@ -1,0 +1,435 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * tcp: connection lifecycle, traffic and latency, from stable tracepoints.
+ *
+ * - inet_sock_set_state: connect latency (SYN_SENT -> ESTABLISHED), passive
+ *   handshake time, failed connects and their reason, connection lifetime,
+ *   active connections, and the final traffic of a connection at close.
+ * - tcp_probe (every segment received in ESTABLISHED, data or ACK): smoothed
+ *   RTT histogram, and the traffic since the last event.
+ * - tcp_send_reset / tcp_receive_reset: resets.
+ * - iter/tcp (run by userspace at poll time): listening sockets and, when
+ *   asked for, live connections.
+ *
+ * Traffic comes from the kernel's own per-socket counters (bytes_acked,
+ * bytes_received, total_retrans): each event adds what they grew by since
+ * the socket's last report, kept in socket-local storage. This costs no
+ * hook on the send/receive path, works in every network namespace, and
+ * loses nothing at close.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+#include "kt_cgroup.h"
+#include "kt_hist.h"
+#include "kt_maps.h"
+#include "kt_net.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Set by userspace before load. */
+const volatile __u32 ephemeral_lo = 32768;
+const volatile __u32 ephemeral_hi = 60999;
+const volatile __u32 per_connection = 0;
+
+enum role { ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2 };
+
+enum hist_kind {
+	HIST_RTT = 0,
+	HIST_CONNECT = 1,
+	HIST_HANDSHAKE = 2,
+	HIST_LIFETIME_CLIENT = 3,
+	HIST_LIFETIME_SERVER = 4,
+};
+
+enum failure { FAIL_REFUSED, FAIL_TIMEOUT, FAIL_RESET, FAIL_UNREACHABLE, FAIL_OTHER, FAIL_KINDS };
+
+#define DROP_FLOWS 0
+#define DROP_HISTS 1
+
+/* Traffic is aggregated per cgroup x role x peer (port folded). */
+struct flow_key {
+	__u64 cgroup_id;
+	__u8 peer[16];
+	__u16 peer_port; /* 0: ephemeral, folded */
+	__u8 role;
+	__u8 pad[5];
+};
+
+struct flow_val {
+	__u64 sent;
+	__u64 received;
+	__u64 retrans;
+	__u64 active; /* two's complement: +1 on CPU a, -1 on CPU b sums right */
+	__u64 resets_sent;
+	__u64 resets_received;
+	__u64 failed[FAIL_KINDS];
+};
+
+struct hist_key {
+	__u64 cgroup_id;
+	__u32 kind;
+	__u32 pad;
+};
+
+/* What kerntap remembers per socket; freed by the kernel with the socket. */
+struct sock_state {
+	__u64 syn_ns;        /* SYN_SENT time, active opens */
+	__u64 est_ns;        /* ESTABLISHED time */
+	__u64 acked;         /* counters already reported */
+	__u64 received;
+	__u32 retrans;
+	__u8 role;
+	__u8 established;    /* counted in flow_val.active */
+	__u8 fin_sent;       /* our FIN went out (FIN_WAIT1 or LAST_ACK seen) */
+	__u8 key_ok;
+	char comm[16];       /* who called connect() or listen(); children inherit */
+	struct flow_key key;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
+	__type(key, int);
+	__type(value, struct sock_state);
+} sock_states SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct flow_key);
+	__type(value, struct flow_val);
+} flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 8192);
+	__type(key, struct hist_key);
+	__type(value, struct kt_hist);
+} hists SEC(".maps");
+
+/* Reserved keys for full maps (see kt_maps.h); userspace inserts them. */
+static const struct flow_key flow_overflow = { .cgroup_id = ~0ULL };
+static const struct hist_key hist_overflow = { .cgroup_id = ~0ULL };
+static const struct flow_val flow_zero;
+static const struct kt_hist hist_zero;
+
+static __always_inline bool is_ephemeral(__u16 port)
+{
+	return port >= ephemeral_lo && port <= ephemeral_hi;
+}
+
+static __always_inline void flow_key_init(struct flow_key *k, const struct sock *sk, __u8 role)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+	__u16 port = kt_peer_port(skc);
+
+	__builtin_memset(k, 0, sizeof(*k));
+	k->cgroup_id = kt_sock_cgroup_id(sk);
+	kt_peer_addr(skc, k->peer);
+	k->peer_port = is_ephemeral(port) ? 0 : port;
+	k->role = role;
+}
+
+/* Sockets that existed before kerntap: the side with an ephemeral local port is the client. */
+static __always_inline __u8 guess_role(const struct sock *sk)
+{
+	const struct sock_common *skc = &sk->__sk_common;
+
+	if (is_ephemeral(kt_local_port(skc)) && !is_ephemeral(kt_peer_port(skc)))
+		return ROLE_CLIENT;
+	return ROLE_SERVER;
+}
+
+static __always_inline struct flow_val *flow_of(const struct flow_key *k)
+{
+	return kt_lookup_or_init(&flows, k, &flow_zero, &flow_overflow, DROP_FLOWS);
+}
+
+static __always_inline void hist_add(__u64 cgroup_id, __u32 kind, __u64 ns)
+{
+	struct hist_key k = { .cgroup_id = cgroup_id, .kind = kind };
+	struct kt_hist *h = kt_lookup_or_init(&hists, &k, &hist_zero, &hist_overflow, DROP_HISTS);
+
+	if (h)
+		kt_hist_add_ns(h, ns);
+}
+
+static __always_inline struct sock_state *state_of(const struct sock *sk, bool create)
+{
+	return bpf_sk_storage_get(&sock_states, (struct sock *)sk, 0,
+				  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+}
+
+static __always_inline const struct flow_key *key_of(struct sock_state *st, const struct sock *sk)
+{
+	if (!st->key_ok) {
+		flow_key_init(&st->key, sk, st->role);
+		st->key_ok = 1;
+	}
+	return &st->key;
+}
+
+/*
+ * Adds what the socket's counters grew by since its last report. At close
+ * the counters include the FIN's sequence number when our FIN was acked
+ * (bytes_acked) or the peer's FIN arrived (bytes_received); data excludes
+ * them, so they are taken off.
+ */
+static __always_inline void report_traffic(struct sock_state *st, const struct sock *sk,
+					   struct tcp_sock *tp, bool closing)
+{
+	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
+	__u64 received = BPF_CORE_READ(tp, bytes_received);
+	__u32 retrans = BPF_CORE_READ(tp, total_retrans);
+	struct flow_val *v;
+
+	if (closing) {
+		if (st->fin_sent && acked > 0 && BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+			acked--;
+		if (received > 0 && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << KT_SOCK_DONE)))
+			received--;
+	}
+	if (acked == st->acked && received == st->received && retrans == st->retrans)
+		return;
+	v = flow_of(key_of(st, sk));
+	if (v) {
+		if (acked > st->acked)
+			v->sent += acked - st->acked;
+		if (received > st->received)
+			v->received += received - st->received;
+		if (retrans > st->retrans)
+			v->retrans += retrans - st->retrans;
+	}
+	st->acked = acked;
+	st->received = received;
+	st->retrans = retrans;
+}
+
+static __always_inline void set_active(struct sock_state *st, const struct sock *sk, bool on)
+{
+	struct flow_val *v;
+
+	if (st->established == on)
+		return;
+	v = flow_of(key_of(st, sk));
+	if (v)
+		v->active += on ? 1 : (__u64)-1;
+	st->established = on;
+}
+
+static __always_inline __u32 failure_of(int err)
+{
+	switch (err) {
+	case 111: return FAIL_REFUSED;     /* ECONNREFUSED */
+	case 110: return FAIL_TIMEOUT;     /* ETIMEDOUT */
+	case 104: return FAIL_RESET;       /* ECONNRESET */
+	case 113:                          /* EHOSTUNREACH */
+	case 101: return FAIL_UNREACHABLE; /* ENETUNREACH */
+	default: return FAIL_OTHER;
+	}
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct sock_state *st;
+	struct tcp_sock *tp;
+	struct flow_val *v;
+	__u64 now;
+
+	if (BPF_CORE_READ(sk, sk_protocol) != KT_IPPROTO_TCP)
+		return 0;
+
+	switch (newstate) {
+	case KT_TCP_SYN_SENT:
+		st = state_of(sk, true);
+		if (!st)
+			return 0;
+		__builtin_memset(st, 0, sizeof(*st));
+		st->syn_ns = bpf_ktime_get_ns();
+		st->role = ROLE_CLIENT;
+		bpf_get_current_comm(st->comm, sizeof(st->comm));
+		return 0;
+	case KT_TCP_LISTEN:
+		st = state_of(sk, true);
+		if (st) {
+			st->role = ROLE_SERVER;
+			bpf_get_current_comm(st->comm, sizeof(st->comm));
+		}
+		return 0;
+	case KT_TCP_SYN_RECV:
+		/* A child of a listener; its storage was cloned from the listener's. */
+		st = state_of(sk, true);
+		if (!st)
+			return 0;
+		st->syn_ns = st->est_ns = st->acked = st->received = 0;
+		st->retrans = 0;
+		st->role = ROLE_SERVER;
+		st->established = st->fin_sent = st->key_ok = 0;
+		return 0;
+	}
+
+	st = state_of(sk, false);
+	if (!st)
+		return 0; /* a socket from before kerntap that never sent or received since */
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return 0;
+	now = bpf_ktime_get_ns();
+
+	if (newstate == KT_TCP_ESTABLISHED) {
+		if (oldstate == KT_TCP_SYN_SENT && st->syn_ns)
+			hist_add(key_of(st, sk)->cgroup_id, HIST_CONNECT, now - st->syn_ns);
+		else if (oldstate == KT_TCP_SYN_RECV)
+			/* The kernel has just timed SYN-ACK -> ACK (tcp_synack_rtt_meas). */
+			hist_add(key_of(st, sk)->cgroup_id, HIST_HANDSHAKE,
+				 (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000);
+		st->est_ns = now;
+		set_active(st, sk, true);
+		return 0;
+	}
+
+	if (oldstate == KT_TCP_ESTABLISHED)
+		set_active(st, sk, false);
+	if (newstate == KT_TCP_FIN_WAIT1 || newstate == KT_TCP_LAST_ACK)
+		st->fin_sent = 1;
+	if (newstate != KT_TCP_CLOSE)
+		return 0;
+
+	report_traffic(st, sk, tp, true);
+	if (oldstate == KT_TCP_SYN_SENT) {
+		v = flow_of(key_of(st, sk));
+		if (v)
+			v->failed[failure_of(BPF_CORE_READ(sk, sk_err)) % FAIL_KINDS]++;
+	} else if (st->est_ns) {
+		hist_add(key_of(st, sk)->cgroup_id,
+			 st->role == ROLE_CLIENT ? HIST_LIFETIME_CLIENT : HIST_LIFETIME_SERVER, now - st->est_ns);
+	}
+	/* The socket may be reused (connect after close): start over. */
+	st->syn_ns = st->est_ns = 0;
+	return 0;
+}
+
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(tcp_probe, struct sock *sk, struct sk_buff *skb)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	struct sock_state *st;
+	__u32 srtt;
+
+	if (!tp)
+		return 0;
+	st = state_of(sk, true);
+	if (!st)
+		return 0;
+	if (!st->role) {
+		/* First sight of a connection opened before kerntap: count from now. */
+		st->role = guess_role(sk);
+		st->acked = BPF_CORE_READ(tp, bytes_acked);
+		st->received = BPF_CORE_READ(tp, bytes_received);
+		st->retrans = BPF_CORE_READ(tp, total_retrans);
+		set_active(st, sk, true);
+	}
+	srtt = BPF_CORE_READ(tp, srtt_us) >> 3;
+	if (srtt)
+		hist_add(key_of(st, sk)->cgroup_id, HIST_RTT, (__u64)srtt * 1000);
+	report_traffic(st, sk, tp, false);
+	return 0;
+}
+
+static __always_inline void count_reset(const struct sock *sk, bool sent)
+{
+	struct flow_key k;
+	struct sock_state *st;
+	struct flow_val *v;
+
+	if (!sk) {
+		/* A reset for a segment that matched no socket. */
+		__builtin_memset(&k, 0, sizeof(k));
+		v = flow_of(&k);
+	} else {
+		st = state_of(sk, false);
+		if (st) {
+			v = flow_of(key_of(st, sk));
+		} else {
+			flow_key_init(&k, sk, guess_role(sk));
+			v = flow_of(&k);
+		}
+	}
+	if (!v)
+		return;
+	if (sent)
+		v->resets_sent++;
+	else
+		v->resets_received++;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(tcp_send_reset, const struct sock *sk, const struct sk_buff *skb)
+{
+	count_reset(sk, true);
+	return 0;
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(tcp_receive_reset, struct sock *sk)
+{
+	count_reset(sk, false);
+	return 0;
+}
+
+/* One record per listening socket (and per connection in per-connection mode). */
+struct socket_record {
+	__u64 cgroup_id;
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u8 local[16];
+	__u8 peer[16];
+	__u16 local_port;
+	__u16 peer_port;
+	__u8 state;
+	__u8 role;
+	__u8 pad[2];
+	char comm[16];
+};
+
+SEC("iter/tcp")
+int tcp_sockets(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct seq_file *seq = ctx->meta->seq;
+	struct socket_record rec;
+	struct sock_state *st;
+	struct tcp_sock *tp;
+	__u8 state;
+
+	if (!skc)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0; /* request and time-wait sockets */
+	state = BPF_CORE_READ(skc, skc_state);
+	if (state != KT_TCP_LISTEN && !(per_connection && state == KT_TCP_ESTABLISHED))
+		return 0;
+
+	__builtin_memset(&rec, 0, sizeof(rec));
+	rec.cgroup_id = kt_sock_cgroup_id((struct sock *)tp);
+	rec.state = state;
+	rec.local_port = kt_local_port(skc);
+	kt_local_addr(skc, rec.local);
+	if (state == KT_TCP_ESTABLISHED) {
+		rec.bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+		rec.bytes_received = BPF_CORE_READ(tp, bytes_received);
+		rec.peer_port = kt_peer_port(skc);
+		kt_peer_addr(skc, rec.peer);
+	}
+	st = bpf_sk_storage_get(&sock_states, (struct sock *)tp, 0, 0);
+	if (st) {
+		rec.role = st->role;
+		__builtin_memcpy(rec.comm, st->comm, sizeof(rec.comm));
+	}
+	bpf_seq_write(seq, &rec, sizeof(rec));
+	return 0;
+}

@@ -1,0 +1,336 @@
+/**
+ * tcp: latency histograms, traffic per cgroup × role × peer, connection
+ * health (bpf/tcp.bpf.c).
+ *
+ * Kernel maps hold running totals; this module decodes them, resolves
+ * cgroups and peers into labels, frees entries of dead cgroups and of idle
+ * flows after their TTL, and runs the iter/tcp program for listeners (and
+ * live connections in per-connection mode).
+ */
+import ipaddr from 'ipaddr.js';
+import { z } from 'zod';
+import type { BpfObjectHandle, MapBatch } from '../bpf/native.js';
+import { durationSchema } from '../duration.js';
+import { decodeCString } from '../labels.js';
+import { decodeHistogram, HIST_WORDS } from '../model/histogram.js';
+import { defineMetric } from '../model/metric.js';
+import { histogramFamily, numberFamily, type RawFamily, type RawHistogramPoint, type RawNumberPoint } from '../model/snapshot.js';
+import { expireCgroupEntries } from './common.js';
+import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
+
+const CGROUP_LABEL = ['cgroup'] as const;
+const FLOW_LABELS = ['cgroup', 'role', 'peer', 'peer_port'] as const;
+
+export const tcpMetrics = {
+  rtt: defineMetric({
+    name: 'kerntap.tcp.rtt', kind: 'histogram', unit: 's', labels: CGROUP_LABEL, range: { minExp: -17, maxExp: 3 },
+    help: 'Smoothed round-trip time of TCP connections, sampled at every segment received (tcp_probe).',
+  }),
+  connect: defineMetric({
+    name: 'kerntap.tcp.connect.duration', kind: 'histogram', unit: 's', labels: CGROUP_LABEL, range: { minExp: -17, maxExp: 5 },
+    help: 'Time from SYN sent to connection established, for connections this host opened (active opens).',
+  }),
+  handshake: defineMetric({
+    name: 'kerntap.tcp.handshake.duration', kind: 'histogram', unit: 's', labels: CGROUP_LABEL, range: { minExp: -17, maxExp: 5 },
+    help: 'Time from SYN-ACK sent to the final ACK, as the kernel measured it, for connections this host accepted (passive opens).',
+  }),
+  lifetime: defineMetric({
+    name: 'kerntap.tcp.connection.duration', kind: 'histogram', unit: 's', labels: ['cgroup', 'role'], range: { minExp: -10, maxExp: 17 },
+    help: 'Lifetime of closed TCP connections, from established to close.',
+  }),
+  failed: defineMetric({
+    name: 'kerntap.tcp.connects.failed', kind: 'counter', unit: '{connect}', labels: ['cgroup', 'peer', 'peer_port', 'reason'],
+    help: 'Connects that never got established, by reason: refused, timeout, reset, unreachable, other.',
+  }),
+  sent: defineMetric({
+    name: 'kerntap.tcp.sent', kind: 'counter', unit: 'By', labels: FLOW_LABELS,
+    help: 'Bytes sent and acknowledged by the peer (tcp_sock.bytes_acked), per cgroup, role and peer.',
+  }),
+  received: defineMetric({
+    name: 'kerntap.tcp.received', kind: 'counter', unit: 'By', labels: FLOW_LABELS,
+    help: 'Bytes received (tcp_sock.bytes_received), per cgroup, role and peer.',
+  }),
+  retransmits: defineMetric({
+    name: 'kerntap.tcp.retransmits', kind: 'counter', unit: '{segment}', labels: FLOW_LABELS,
+    help: 'Segments retransmitted (tcp_sock.total_retrans, counted as the RetransSegs MIB counts them).',
+  }),
+  resets: defineMetric({
+    name: 'kerntap.tcp.resets', kind: 'counter', unit: '{reset}', labels: ['cgroup', 'direction'],
+    help: 'TCP resets sent and received. cgroup "~none": resets for segments that matched no socket.',
+  }),
+  active: defineMetric({
+    name: 'kerntap.tcp.connections.active', kind: 'gauge', unit: '{connection}', labels: FLOW_LABELS,
+    help: 'Established TCP connections, per cgroup, role and peer.',
+  }),
+  listeners: defineMetric({
+    name: 'kerntap.tcp.listeners', kind: 'gauge', unit: '{socket}', labels: ['cgroup', 'comm', 'port'],
+    help: 'Listening TCP sockets in kerntap\'s network namespace, by owner cgroup, the process that called listen(), and port.',
+  }),
+  connectionSent: defineMetric({
+    name: 'kerntap.tcp.connection.sent', kind: 'counter', unit: 'By', labels: ['cgroup', 'comm', 'local', 'peer'],
+    help: 'Per-connection mode: bytes sent by the top connections (by traffic) in kerntap\'s network namespace; the rest in "~overflow".',
+  }),
+  connectionReceived: defineMetric({
+    name: 'kerntap.tcp.connection.received', kind: 'counter', unit: 'By', labels: ['cgroup', 'comm', 'local', 'peer'],
+    help: 'Per-connection mode: bytes received by the top connections (by traffic); the rest in "~overflow".',
+  }),
+} as const;
+
+const FAILURES = ['refused', 'timeout', 'reset', 'unreachable', 'other'] as const;
+const ROLES = ['unknown', 'client', 'server'] as const;
+const HIST_KINDS = ['rtt', 'connect', 'handshake', 'lifetime_client', 'lifetime_server'] as const;
+const OVERFLOW_ID = 0xffff_ffff_ffff_ffffn;
+const OVERFLOW = '~overflow';
+const TCP_LISTEN = 10;
+const FLOW_KEY_SIZE = 32;
+const FLOW_WORDS = 6 + FAILURES.length;
+const RECORD_SIZE = 80;
+
+const portRange = z
+  .string()
+  .regex(/^\d{1,5}-\d{1,5}$/, 'must look like "32768-60999"')
+  .transform((s) => s.split('-').map(Number) as [number, number])
+  .refine(([lo, hi]) => lo <= hi && hi <= 65535, 'must be a range of ports, low-high');
+
+const configSchema = z.strictObject({
+  enabled: z.boolean().default(true),
+  /** Peer ports in this range are folded into peer_port="ephemeral". */
+  ephemeral_ports: portRange.default([32768, 60999]),
+  /** Capacity of the cgroup × role × peer map; more flows are summed under cgroup="~overflow". */
+  max_flows: z.number().int().min(16).max(1_048_576).default(16_384),
+  /** Capacity of the per-cgroup histogram map (5 histograms per cgroup). */
+  max_histograms: z.number().int().min(16).max(1_048_576).default(8_192),
+  /** Flows with no connection open and no new traffic for this long are dropped (their series end). */
+  flow_ttl: durationSchema(0).default(600_000),
+  per_connection: z
+    .strictObject({
+      enabled: z.boolean().default(false),
+      top_n: z.number().int().min(1).max(10_000).default(100),
+    })
+    .default({ enabled: false, top_n: 100 }),
+});
+type TcpConfig = z.output<typeof configSchema>;
+
+/** "1.2.3.4" for IPv4 and v4-mapped IPv6, RFC 5952 text for IPv6. */
+export function formatAddress(bytes: Buffer): string {
+  const addr = ipaddr.fromByteArray([...bytes]) as ipaddr.IPv6;
+  return addr.isIPv4MappedAddress() ? addr.toIPv4Address().toString() : addr.toString();
+}
+
+function u32(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
+}
+
+function overflowKey(size: number): Buffer {
+  const k = Buffer.alloc(size);
+  k.writeBigUInt64LE(OVERFLOW_ID, 0);
+  return k;
+}
+
+interface FlowSeen {
+  total: bigint;
+  changedMs: number;
+}
+
+class TcpCollector implements CollectorInstance {
+  readonly objects: BpfObjectHandle[];
+  readonly dropSlots = [
+    { slot: 0, map: 'flows' },
+    { slot: 1, map: 'hists' },
+  ];
+  private readonly flowSeen = new Map<string, FlowSeen>();
+
+  constructor(
+    private readonly obj: BpfObjectHandle,
+    private readonly ctx: CollectorContext,
+    private readonly config: TcpConfig,
+  ) {
+    this.objects = [obj];
+  }
+
+  private cgroupLabel(id: bigint): string {
+    if (id === OVERFLOW_ID) return OVERFLOW;
+    if (id === 0n) return '~none';
+    return this.ctx.cgroups.resolve(id);
+  }
+
+  async collect(nowMs: number): Promise<RawFamily[]> {
+    const [flows, hists] = await Promise.all([this.obj.readMap('flows'), this.obj.readMap('hists')]);
+    const sockets = await this.obj.runIter('tcp_sockets');
+    return [...this.flowFamilies(flows, nowMs), ...this.histFamilies(hists), ...this.socketFamilies(sockets)];
+  }
+
+  private flowFamilies(batch: MapBatch, nowMs: number): RawFamily[] {
+    const sent: RawNumberPoint[] = [];
+    const received: RawNumberPoint[] = [];
+    const retrans: RawNumberPoint[] = [];
+    const active: RawNumberPoint[] = [];
+    const failed: RawNumberPoint[] = [];
+    const resets = new Map<string, RawNumberPoint>();
+    const idle: Buffer[] = [];
+    const seen = new Set<string>();
+
+    for (let i = 0; i < batch.count; i++) {
+      const key = batch.keys.subarray(i * FLOW_KEY_SIZE, (i + 1) * FLOW_KEY_SIZE);
+      const w = batch.values.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
+      const id = key.readBigUInt64LE(0);
+      const cgroup = this.cgroupLabel(id);
+      const identity = id.toString();
+      const role = id === OVERFLOW_ID ? OVERFLOW : ROLES[key.readUInt8(26)] ?? 'unknown';
+      const peer = id === OVERFLOW_ID ? OVERFLOW : formatAddress(key.subarray(8, 24));
+      const port = key.readUInt16LE(24);
+      const peerPort = id === OVERFLOW_ID ? OVERFLOW : port === 0 ? 'ephemeral' : String(port);
+      const labels = [cgroup, role, peer, peerPort];
+      const openNow = BigInt.asIntN(64, w[3]!);
+
+      // A flow with nothing open and no change for the TTL is freed, so
+      // closed peers don't pile up series forever.
+      const hex = key.toString('hex');
+      seen.add(hex);
+      let total = 0n;
+      for (const x of w) total += x;
+      const prev = this.flowSeen.get(hex);
+      if (!prev || prev.total !== total) this.flowSeen.set(hex, { total, changedMs: nowMs });
+      else if (openNow <= 0n && id !== OVERFLOW_ID && nowMs - prev.changedMs > this.config.flow_ttl) {
+        idle.push(Buffer.from(key));
+        continue;
+      }
+
+      if (id === OVERFLOW_ID && total === 0n) continue;
+      if (id !== 0n) {
+        sent.push({ labels, value: Number(w[0]), identity });
+        received.push({ labels, value: Number(w[1]), identity });
+        retrans.push({ labels, value: Number(w[2]), identity });
+        active.push({ labels, value: Number(openNow > 0n ? openNow : 0n), identity });
+        FAILURES.forEach((reason, f) => {
+          const n = Number(w[6 + f]);
+          if (n > 0) failed.push({ labels: [cgroup, peer, peerPort, reason], value: n, identity });
+        });
+      }
+      for (const [direction, word] of [['sent', 4], ['received', 5]] as const) {
+        const n = Number(w[word]);
+        if (n === 0) continue;
+        const k = `${cgroup}\u0000${direction}`;
+        const point = resets.get(k);
+        if (point) point.value += n;
+        else resets.set(k, { labels: [cgroup, direction], value: n, identity });
+      }
+    }
+    for (const hex of this.flowSeen.keys()) if (!seen.has(hex)) this.flowSeen.delete(hex);
+    if (idle.length > 0) {
+      this.obj.deleteKeys('flows', Buffer.concat(idle));
+      for (const k of idle) this.flowSeen.delete(k.toString('hex'));
+    }
+    expireCgroupEntries(this.obj, 'flows', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * FLOW_KEY_SIZE),
+      (id) => id === OVERFLOW_ID || id === 0n);
+
+    return [
+      numberFamily(tcpMetrics.sent, sent),
+      numberFamily(tcpMetrics.received, received),
+      numberFamily(tcpMetrics.retransmits, retrans),
+      numberFamily(tcpMetrics.active, active),
+      numberFamily(tcpMetrics.failed, failed),
+      numberFamily(tcpMetrics.resets, [...resets.values()]),
+    ];
+  }
+
+  private histFamilies(batch: MapBatch): RawFamily[] {
+    const byKind: RawHistogramPoint[][] = HIST_KINDS.map(() => []);
+    for (let i = 0; i < batch.count; i++) {
+      const id = batch.keys.readBigUInt64LE(i * 16);
+      const kind = batch.keys.readUInt32LE(i * 16 + 8);
+      const hist = decodeHistogram(batch.values, i * HIST_WORDS);
+      if (hist.count === 0 || kind >= HIST_KINDS.length) continue;
+      const cgroup = this.cgroupLabel(id);
+      const labels = kind === 3 ? [cgroup, 'client'] : kind === 4 ? [cgroup, 'server'] : [cgroup];
+      byKind[kind]!.push({ labels, hist, identity: id.toString() });
+    }
+    expireCgroupEntries(this.obj, 'hists', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * 16),
+      (id) => id === OVERFLOW_ID);
+    return [
+      histogramFamily(tcpMetrics.rtt, byKind[0]!),
+      histogramFamily(tcpMetrics.connect, byKind[1]!),
+      histogramFamily(tcpMetrics.handshake, byKind[2]!),
+      histogramFamily(tcpMetrics.lifetime, [...byKind[3]!, ...byKind[4]!]),
+    ];
+  }
+
+  private socketFamilies(records: Buffer): RawFamily[] {
+    const listeners = new Map<string, RawNumberPoint>();
+    const connections: { labels: string[]; sent: number; received: number }[] = [];
+    for (let off = 0; off + RECORD_SIZE <= records.length; off += RECORD_SIZE) {
+      const r = records.subarray(off, off + RECORD_SIZE);
+      const cgroup = this.cgroupLabel(r.readBigUInt64LE(0));
+      const comm = decodeCString(r.subarray(64, 80));
+      const localPort = r.readUInt16LE(56);
+      if (r.readUInt8(60) === TCP_LISTEN) {
+        const labels = [cgroup, comm, String(localPort)];
+        const k = labels.join('\u0000');
+        const point = listeners.get(k);
+        if (point) point.value++;
+        else listeners.set(k, { labels, value: 1 });
+        continue;
+      }
+      const local = `${formatAddress(r.subarray(24, 40))}:${localPort}`;
+      const peer = `${formatAddress(r.subarray(40, 56))}:${r.readUInt16LE(58)}`;
+      connections.push({ labels: [cgroup, comm, local, peer], sent: Number(r.readBigUInt64LE(8)), received: Number(r.readBigUInt64LE(16)) });
+    }
+    const families: RawFamily[] = [numberFamily(tcpMetrics.listeners, [...listeners.values()])];
+    if (this.config.per_connection.enabled) {
+      connections.sort((a, b) => b.sent + b.received - (a.sent + a.received));
+      const top = connections.slice(0, this.config.per_connection.top_n);
+      const rest = connections.slice(this.config.per_connection.top_n);
+      const overflow = [OVERFLOW, OVERFLOW, OVERFLOW, OVERFLOW];
+      const sum = (f: 'sent' | 'received') => rest.reduce((s, c) => s + c[f], 0);
+      // The overflow series sums a changing set of connections: identity makes it restart, not go backwards.
+      const restIdentity = `overflow:${rest.length}`;
+      families.push(
+        numberFamily(tcpMetrics.connectionSent, [
+          ...top.map((c) => ({ labels: c.labels, value: c.sent, identity: c.labels.join(' ') })),
+          ...(rest.length ? [{ labels: overflow, value: sum('sent'), identity: restIdentity }] : []),
+        ]),
+        numberFamily(tcpMetrics.connectionReceived, [
+          ...top.map((c) => ({ labels: c.labels, value: c.received, identity: c.labels.join(' ') })),
+          ...(rest.length ? [{ labels: overflow, value: sum('received'), identity: restIdentity }] : []),
+        ]),
+      );
+    }
+    return families;
+  }
+
+  close(): void {
+    this.obj.close();
+  }
+}
+
+export const tcp: CollectorDefinition<TcpConfig> = {
+  name: 'tcp',
+  description: 'TCP latency histograms, traffic per cgroup and peer, connection health',
+  hooks: [
+    { kind: 'tp_btf', name: 'inet_sock_set_state', since: '4.16' },
+    { kind: 'tp_btf', name: 'tcp_probe', since: '4.16' },
+    { kind: 'tp_btf', name: 'tcp_send_reset', since: '4.15' },
+    { kind: 'tp_btf', name: 'tcp_receive_reset', since: '4.15' },
+    { kind: 'iter', name: 'tcp', since: '5.9' },
+  ],
+  metrics: Object.values(tcpMetrics),
+  configSchema,
+  async start(ctx, config) {
+    const [lo, hi] = config.ephemeral_ports;
+    const obj = new ctx.native.BpfObject(ctx.objectPath('tcp'), {
+      maxEntries: { flows: config.max_flows + 2, hists: config.max_histograms + 1 },
+      rodata: { ephemeral_lo: u32(lo), ephemeral_hi: u32(hi), per_connection: u32(config.per_connection.enabled ? 1 : 0) },
+    });
+    try {
+      obj.updateElem('flows', overflowKey(FLOW_KEY_SIZE), Buffer.alloc(FLOW_WORDS * 8));
+      obj.updateElem('hists', overflowKey(16), Buffer.alloc(HIST_WORDS * 8));
+      obj.attach();
+    } catch (err) {
+      obj.close();
+      throw err;
+    }
+    return new TcpCollector(obj, ctx, config);
+  },
+};
