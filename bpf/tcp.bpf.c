@@ -8,8 +8,9 @@
  * - tcp_probe (every segment received in ESTABLISHED, data or ACK): smoothed
  *   RTT histogram, and the traffic since the last event.
  * - tcp_send_reset / tcp_receive_reset: resets.
- * - iter/tcp (run by userspace at poll time): listening sockets and, when
- *   asked for, live connections.
+ * - iter/tcp (run by userspace at poll time, in kerntap's network
+ *   namespace): listening sockets, live connections when asked for, and the
+ *   traffic of quiet connections that tcp_probe has not reported yet.
  *
  * Traffic comes from the kernel's own per-socket counters (bytes_acked,
  * bytes_received, total_retrans): each event adds what they grew by since
@@ -286,6 +287,10 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 			/* The kernel has just timed SYN-ACK -> ACK (tcp_synack_rtt_meas). */
 			hist_add(key_of(st, sk)->cgroup_id, HIST_HANDSHAKE,
 				 (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000);
+		/* Traffic counts from here: an active open's bytes_acked already
+		 * holds 1 for the SYN acked by the SYN-ACK. */
+		st->acked = BPF_CORE_READ(tp, bytes_acked);
+		st->received = BPF_CORE_READ(tp, bytes_received);
 		st->est_ns = now;
 		set_active(st, sk, true);
 		return 0;
@@ -411,6 +416,12 @@ int tcp_sockets(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0; /* request and time-wait sockets */
 	state = BPF_CORE_READ(skc, skc_state);
+	st = bpf_sk_storage_get(&sock_states, (struct sock *)tp, 0, 0);
+	/* tcp_probe fires before the segment is processed, so the last segment
+	 * of a connection that went quiet is not counted yet: count it now. The
+	 * iterator holds the socket lock, as tcp_probe and state changes do. */
+	if (st && st->role && state == KT_TCP_ESTABLISHED)
+		report_traffic(st, (struct sock *)tp, tp, false);
 	if (state != KT_TCP_LISTEN && !(per_connection && state == KT_TCP_ESTABLISHED))
 		return 0;
 
@@ -425,7 +436,6 @@ int tcp_sockets(struct bpf_iter__tcp *ctx)
 		rec.peer_port = kt_peer_port(skc);
 		kt_peer_addr(skc, rec.peer);
 	}
-	st = bpf_sk_storage_get(&sock_states, (struct sock *)tp, 0, 0);
 	if (st) {
 		rec.role = st->role;
 		__builtin_memcpy(rec.comm, st->comm, sizeof(rec.comm));

@@ -29,9 +29,9 @@ export class TestCgroup {
   }
 
   /** Runs a shell command inside this cgroup (the shell moves itself in, then execs). */
-  run(command: string): ChildProcess {
+  run(command: string, stdout: 'ignore' | 'pipe' = 'ignore'): ChildProcess {
     const child = spawn('/bin/sh', ['-c', `echo $$ > '${this.abs}/cgroup.procs' && exec /bin/sh -c '${command.replace(/'/g, `'\\''`)}'`], {
-      stdio: ['ignore', 'ignore', 'inherit'],
+      stdio: ['ignore', stdout, 'inherit'],
     });
     this.children.push(child);
     return child;
@@ -46,11 +46,21 @@ export class TestCgroup {
     return readFileSync(path.join(this.abs, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
   }
 
-  async destroy(): Promise<void> {
+  /** SIGKILLs every process in the cgroup and waits until it is empty. */
+  async killAll(): Promise<void> {
     for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    for (const pid of this.procs()) {
-      try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+    for (let i = 0; i < 50; i++) {
+      const pids = this.procs();
+      if (pids.length === 0) return;
+      for (const pid of pids) {
+        try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
+      }
+      await new Promise((r) => setTimeout(r, 50));
     }
+  }
+
+  async destroy(): Promise<void> {
+    if (existsSync(this.abs)) await this.killAll();
     for (let i = 0; i < 50 && existsSync(this.abs); i++) {
       try {
         rmdirSync(this.abs);

@@ -1,0 +1,239 @@
+/**
+ * The tcp collector against the kernel: known byte counts (loopback and
+ * across a veth into another network namespace, live and closed), `ss -ti`,
+ * /proc/net/snmp (ActiveOpens, AttemptFails, RetransSegs), queueing delay
+ * seen by `ss`, and hostile process names that must not break the format.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { requireBpf, requireTool } from '../helpers/env.js';
+import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { TestCgroup } from '../helpers/cgroup.js';
+import { parseExposition, find, type Sample } from '../helpers/exposition.js';
+import { havePrometheus, promtoolCheckMetrics } from '../helpers/prometheus.js';
+import { TestNetns, TRAFFIC, exited, sh, ssSockets, tcpMib, waitForLine } from '../helpers/net.js';
+
+let exporter: Exporter | undefined;
+const cleanups: (() => unknown)[] = [];
+
+before(async () => {
+  if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
+});
+after(async () => {
+  for (const c of cleanups.reverse()) await c();
+  await exporter?.stop();
+});
+
+function cgroup(prefix: string): TestCgroup {
+  const cg = TestCgroup.unique(prefix);
+  cleanups.push(() => cg.destroy());
+  return cg;
+}
+
+function netns(): TestNetns {
+  const ns = new TestNetns();
+  cleanups.push(() => ns.destroy());
+  return ns;
+}
+
+let nextPort = 20000 + (process.pid % 5000);
+const port = () => nextPort++;
+
+async function scrape(): Promise<Sample[]> {
+  return parseExposition(await exporter!.scrape());
+}
+
+/** Sum of all samples of `name` matching labels (0 when none). */
+function total(samples: Sample[], name: string, labels: Record<string, string>): number {
+  return find(samples, name, labels).reduce((s, x) => s + x.value, 0);
+}
+
+/** Waits for two polls, so everything that happened is in the snapshot. */
+const settle = () => sleep(1300);
+
+async function startServer(cg: TestCgroup, args: string): Promise<void> {
+  const server = cg.run(`python3 ${TRAFFIC} ${args}`, 'pipe');
+  await waitForLine(server, 'ready');
+}
+
+async function runClient(cg: TestCgroup, args: string, prefix = ''): Promise<void> {
+  const code = await cg.runToEnd(`${prefix} python3 ${TRAFFIC} ${args}`);
+  assert.equal(code, 0, `client ${args} succeeded`);
+}
+
+test('loopback: M connections × N bytes are counted exactly on both sides, after they closed', async (t) => {
+  if (!requireBpf(t)) return;
+  const server = cgroup('kt-tcp-srv');
+  const client = cgroup('kt-tcp-cli');
+  const p = port();
+  const N = 100_000;
+  const M = 20;
+  await startServer(server, `server 127.0.0.1 ${p} ${N}`);
+  await runClient(client, `client 127.0.0.1 ${p} ${N} ${M}`);
+  await settle();
+  const s = await scrape();
+  const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', peer_port: String(p) };
+  const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', peer_port: 'ephemeral' };
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', cli), M * N, 'client sent');
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', cli), M * N, 'client received');
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', srv), M * N, 'server sent');
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', srv), M * N, 'server received');
+  assert.equal(total(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: client.label }), M, 'one connect latency per connection');
+  assert.equal(total(s, 'kerntap_tcp_handshake_duration_seconds_count', { cgroup: server.label }), M, 'one handshake per accepted connection');
+  assert.equal(total(s, 'kerntap_tcp_connection_duration_seconds_count', { cgroup: client.label, role: 'client' }), M);
+  assert.equal(total(s, 'kerntap_tcp_connection_duration_seconds_count', { cgroup: server.label, role: 'server' }), M);
+  assert.equal(total(s, 'kerntap_tcp_connections_active', cli), 0, 'all closed');
+  assert.ok(total(s, 'kerntap_tcp_rtt_seconds_count', { cgroup: client.label }) > 0, 'RTT samples');
+  assert.equal(total(s, 'kerntap_tcp_listeners', { cgroup: server.label, port: String(p), comm: 'python3' }), 1);
+});
+
+test('live connections: counters and the active gauge agree with ss -ti', async (t) => {
+  if (!requireBpf(t)) return;
+  const server = cgroup('kt-tcp-srv');
+  const client = cgroup('kt-tcp-cli');
+  const p = port();
+  const N = 70_000;
+  const K = 3;
+  await startServer(server, `server 127.0.0.1 ${p} ${N}`);
+  const hold = client.run(`python3 ${TRAFFIC} hold 127.0.0.1 ${p} ${N} ${K}`, 'pipe');
+  await waitForLine(hold, 'ready');
+  await settle();
+  const s = await scrape();
+  const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', peer_port: String(p) };
+  const ours = ssSockets().filter((x) => x.peer === `127.0.0.1:${p}`);
+  assert.equal(ours.length, K);
+  // ss counts the SYN in an active open's bytes_acked; kerntap counts data only.
+  const ssAcked = ours.reduce((sum, x) => sum + x.bytesAcked - 1, 0);
+  const ssReceived = ours.reduce((sum, x) => sum + x.bytesReceived, 0);
+  assert.equal(ssAcked, K * N);
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', cli), ssAcked, 'sent = ss bytes_acked');
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', cli), ssReceived, 'received = ss bytes_received');
+  assert.equal(total(s, 'kerntap_tcp_connections_active', cli), K);
+  assert.equal(total(s, 'kerntap_tcp_connections_active', { cgroup: server.label, role: 'server' }), K);
+  await client.killAll();
+  await settle();
+  const after = await scrape();
+  assert.equal(total(after, 'kerntap_tcp_sent_bytes_total', cli), K * N, 'nothing added or lost at close');
+  assert.equal(total(after, 'kerntap_tcp_connections_active', cli), 0);
+});
+
+test('veth into another network namespace: exact bytes, and connects agree with /proc/net/snmp', async (t) => {
+  if (!requireBpf(t)) return;
+  const ns = netns();
+  const server = cgroup('kt-tcp-srv');
+  const client = cgroup('kt-tcp-cli');
+  const p = port();
+  const closed = port();
+  const N = 50_000;
+  const M = 12;
+  const K = 5;
+  await startServer(server, `server ${ns.hostAddr} ${p} ${N}`);
+  const mib0 = tcpMib(ns);
+  await runClient(client, `client ${ns.hostAddr} ${p} ${N} ${M}`, ns.prefix);
+  await runClient(client, `refused ${ns.hostAddr} ${closed} ${K}`, ns.prefix);
+  const mib1 = tcpMib(ns);
+  await settle();
+  const s = await scrape();
+  const cli = { cgroup: client.label, role: 'client', peer: ns.hostAddr, peer_port: String(p) };
+  const srv = { cgroup: server.label, role: 'server', peer: ns.nsAddr, peer_port: 'ephemeral' };
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', cli), M * N, 'client in the namespace sent');
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', cli), M * N);
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', srv), M * N, 'server in the root namespace sent');
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', srv), M * N);
+
+  const connects = total(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: client.label });
+  const refused = total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label, peer: ns.hostAddr, peer_port: String(closed), reason: 'refused' });
+  assert.equal(connects, M);
+  assert.equal(refused, K);
+  assert.equal(mib1.ActiveOpens! - mib0.ActiveOpens!, M + K, 'the namespace opened M+K connections');
+  assert.equal(mib1.AttemptFails! - mib0.AttemptFails!, K, 'of which K failed');
+  assert.equal(connects + refused, mib1.ActiveOpens! - mib0.ActiveOpens!);
+  assert.ok(total(s, 'kerntap_tcp_resets_total', { cgroup: client.label, direction: 'received' }) >= K, 'refusals are resets received');
+});
+
+test('RTT: queueing delay from a rate-limited veth shows in the histogram as ss sees it; none stays sub-millisecond', async (t) => {
+  if (!requireBpf(t)) return;
+  const ns = netns();
+  const server = cgroup('kt-tcp-sink');
+  const client = cgroup('kt-tcp-bulk');
+  const p = port();
+  await startServer(server, `sink ${ns.hostAddr} ${p}`);
+
+  const rtt = async () => {
+    const s = await scrape();
+    return { sum: total(s, 'kerntap_tcp_rtt_seconds_sum', { cgroup: client.label }), count: total(s, 'kerntap_tcp_rtt_seconds_count', { cgroup: client.label }) };
+  };
+  // Without shaping, on a veth: sub-millisecond.
+  await runClient(client, `bulk ${ns.hostAddr} ${p} 1`, ns.prefix);
+  await settle();
+  const fast = await rtt();
+  assert.ok(fast.count > 0);
+  assert.ok(fast.sum / fast.count < 0.001, `unshaped mean RTT ${(fast.sum / fast.count) * 1e3} ms < 1 ms`);
+
+  // 4 Mbit/s with a deep queue on the namespace's egress: the queue fills and RTT grows.
+  ns.exec(['tc', 'qdisc', 'add', 'dev', ns.nsIf, 'root', 'tbf', 'rate', '4mbit', 'burst', '16kb', 'latency', '200ms']);
+  const bulk = client.run(`${ns.prefix} python3 ${TRAFFIC} bulk ${ns.hostAddr} ${p} 6`, 'pipe');
+  await sleep(3000);
+  const a = await rtt();
+  const ssRtt = ssSockets(ns).filter((x) => x.peer === `${ns.hostAddr}:${p}`).map((x) => x.rttMs);
+  await sleep(2000);
+  const b = await rtt();
+  await exited(bulk);
+  assert.equal(ssRtt.length, 1, 'ss sees the bulk connection');
+  const meanMs = ((b.sum - a.sum) / (b.count - a.count)) * 1e3;
+  assert.ok(ssRtt[0]! > 5, `tbf made queueing delay (ss rtt ${ssRtt[0]} ms)`);
+  assert.ok(meanMs > ssRtt[0]! / 2 && meanMs < ssRtt[0]! * 2, `histogram mean ${meanMs.toFixed(1)} ms follows ss rtt ${ssRtt[0]} ms`);
+});
+
+test('retransmits equal the namespace\'s RetransSegs under 10% loss', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'nft', hasNft())) return;
+  const ns = netns();
+  const server = cgroup('kt-tcp-sink');
+  const client = cgroup('kt-tcp-lossy');
+  const p = port();
+  await startServer(server, `sink ${ns.hostAddr} ${p}`);
+  ns.exec(['nft', 'add', 'table', 'inet', 'kt']);
+  ns.exec(['nft', 'add', 'chain', 'inet', 'kt', 'out', '{ type filter hook output priority 0; }']);
+  ns.exec(['nft', 'add', 'rule', 'inet', 'kt', 'out', 'tcp', 'dport', String(p), 'numgen', 'random', 'mod', '10', '0', 'drop']);
+  const mib0 = tcpMib(ns);
+  await runClient(client, `bulk ${ns.hostAddr} ${p} 3`, ns.prefix);
+  await sleep(1500); // the sink closes; FIN retransmits, if any, happen now
+  const mib1 = tcpMib(ns);
+  await settle();
+  const s = await scrape();
+  const ours = total(s, 'kerntap_tcp_retransmits_total', { cgroup: client.label });
+  const kernel = mib1.RetransSegs! - mib0.RetransSegs!;
+  assert.ok(kernel >= 5, `loss caused retransmits (${kernel})`);
+  assert.equal(ours, kernel, 'kerntap retransmits = RetransSegs delta');
+});
+
+function hasNft(): boolean {
+  try {
+    sh(['nft', '--version']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+test('hostile process names reach the listeners metric escaped; promtool accepts the page', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'promtool', havePrometheus())) return;
+  const cg = cgroup('kt-tcp-hostile');
+  const names = ['q"uo\\\\te', 'new\\nline', 'bad\\xff\\xfeutf8'];
+  const ports = names.map(() => port());
+  for (let i = 0; i < names.length; i++) {
+    const child = cg.run(`python3 ${TRAFFIC} listen 127.0.0.1 ${ports[i]} '${names[i]}'`, 'pipe');
+    await waitForLine(child, 'ready');
+  }
+  await settle();
+  const text = await exporter!.scrape();
+  const check = promtoolCheckMetrics(text);
+  assert.equal(check.status, 0, `promtool check metrics:\n${check.output}`);
+  const s = parseExposition(text);
+  const comm = (p: number) => find(s, 'kerntap_tcp_listeners', { cgroup: cg.label, port: String(p) })[0]?.labels.comm;
+  assert.equal(comm(ports[0]!), 'q"uo\\te');
+  assert.equal(comm(ports[1]!), 'new\nline');
+  assert.equal(comm(ports[2]!), 'bad\uFFFD\uFFFDutf8');
+  assert.match(text, /comm="q\\"uo\\\\te"/, 'quote and backslash escaped');
+  assert.match(text, /comm="new\\nline"/, 'newline escaped');
+});
