@@ -2,10 +2,13 @@
 /*
  * cgroup_cpu: CPU time per cgroup v2, from sched_switch.
  *
- * At every switch the slice that just ended (now - start of prev's slice) is
- * added to prev's cgroup, and the next slice starts. The slice still running
- * on each CPU is published in `running`, so userspace can add `now - start`
- * at read time: a lone busy task may not switch for seconds.
+ * At every switch the slice that just ended is added to prev's cgroup, and
+ * the next slice starts. The slice is measured with the scheduler's own
+ * clock (task->se.sum_exec_runtime, which is what cpu.stat adds up), not the
+ * wall clock: on a VM, wall time includes steal time that cpu.stat leaves
+ * out. The slice still running on each CPU is published in `running`, so
+ * userspace can add `now - start` at read time: a lone busy task may not
+ * switch for seconds.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -24,6 +27,7 @@ struct running_slice {
 	__u64 start_ns;  /* 0: unknown start, not accounted */
 	__u64 cgroup_id; /* cgroup of the task when it was switched in; 0: idle */
 	__u64 pid;       /* kernel task id, so userspace can find its current cgroup */
+	__u64 exec_ns;   /* the task's se.sum_exec_runtime at switch-in */
 };
 
 /* One slot per possible CPU; userspace sets max_entries before load. */
@@ -53,7 +57,8 @@ int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
 	struct running_slice *slot = bpf_map_lookup_elem(&running, &cpu);
 	__u64 now = bpf_ktime_get_ns();
 	__u64 *total;
-	__u64 cgid;
+	__u64 cgid, ran;
+	pid_t prev_pid;
 
 	if (!slot)
 		return 0;
@@ -61,16 +66,21 @@ int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
 	/* Idle (pid 0) is no cgroup's time. prev's cgroup is read now, not at
 	 * switch-in, so a task moved between cgroups while running is charged
 	 * where the kernel's own cpu.stat charges it. */
-	if (slot->start_ns && BPF_CORE_READ(prev, pid) != 0) {
+	prev_pid = BPF_CORE_READ(prev, pid);
+	if (slot->start_ns && prev_pid != 0) {
+		ran = now - slot->start_ns;
+		if (slot->pid == prev_pid)
+			ran = BPF_CORE_READ(prev, se.sum_exec_runtime) - slot->exec_ns;
 		cgid = kt_task_cgroup_id(prev);
 		total = kt_lookup_or_init(&cpu_ns, &cgid, &zero, &overflow_key,
 					  DROP_CPU_NS);
 		if (total)
-			*total += now - slot->start_ns;
+			*total += ran;
 	}
 
 	slot->start_ns = now;
 	slot->pid = BPF_CORE_READ(next, pid);
+	slot->exec_ns = BPF_CORE_READ(next, se.sum_exec_runtime);
 	slot->cgroup_id = slot->pid ? kt_task_cgroup_id(next) : 0;
 	return 0;
 }

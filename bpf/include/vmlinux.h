@@ -74,7 +74,12 @@ struct css_set {
 	struct cgroup *dfl_cgrp;
 };
 
+struct sched_entity {
+	u64 sum_exec_runtime;
+};
+
 struct task_struct {
+	struct sched_entity se;
 	pid_t pid;
 	pid_t tgid;
 	char comm[16];

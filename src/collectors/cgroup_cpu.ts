@@ -1,9 +1,9 @@
 /**
  * cgroup_cpu: CPU time per cgroup v2 (bpf/cgroup_cpu.bpf.c).
  *
- * Value = time accounted at context switches + the slice still running on
- * each CPU (read from the `running` map and CLOCK_MONOTONIC, which is the
- * clock of bpf_ktime_get_ns). The running task's current cgroup is taken
+ * Value = the scheduler's run time of slices that ended at context switches
+ * + the slice still running on each CPU (estimated from the `running` map
+ * and CLOCK_MONOTONIC, which is the clock of bpf_ktime_get_ns). The running task's current cgroup is taken
  * from /proc/<tid>/cgroup, so a task moved while running is charged where
  * the kernel's cpu.stat charges it.
  */
@@ -17,7 +17,7 @@ import type { CollectorContext, CollectorDefinition, CollectorInstance } from '.
 import { expireCgroupEntries, u64Key } from './common.js';
 
 const OVERFLOW_KEY = 0xffff_ffff_ffff_ffffn;
-const RUNNING_WORDS = 3; // struct running_slice { start_ns, cgroup_id, pid }
+const RUNNING_WORDS = 4; // struct running_slice { start_ns, cgroup_id, pid, exec_ns }
 
 export const cgroupCpuTime = defineMetric({
   name: 'kerntap.cgroup.cpu.time',
