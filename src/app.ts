@@ -23,6 +23,8 @@ import {
   type CollectorProbe,
 } from './probe.js';
 import { buildServer, parseListenAddress } from './server.js';
+import { startOtlp, type OtlpPipeline } from './exporters/otlp.js';
+import { resolveOtlpSettings } from './exporters/otlp-settings.js';
 import { VERSION } from './version.js';
 
 export class StartupError extends Error {
@@ -59,6 +61,7 @@ export class Kerntap {
   private closed = false;
   server: FastifyInstance | undefined;
   poller: Poller | undefined;
+  otlp: OtlpPipeline | undefined;
   address: string | undefined;
 
   private constructor(
@@ -71,6 +74,8 @@ export class Kerntap {
 
   static async start(config: Config, log: Logger, overrides: { listenAddress?: string } = {}): Promise<Kerntap> {
     const listen = parseListenAddress(overrides.listenAddress ?? config.web.listen_address);
+    // Resolved before anything is loaded, so a bad endpoint or header fails fast.
+    const otlpSettings = resolveOtlpSettings(config.otlp);
     const probe = probeAll(config);
     if (probe.globalProblem || !probe.native) throw new StartupError(probe.globalProblem ?? 'native addon unavailable');
     const native = probe.native;
@@ -129,6 +134,11 @@ export class Kerntap {
       });
       app.poller = poller;
       await poller.start();
+      if (otlpSettings) {
+        const otlp = await startOtlp(otlpSettings, () => poller.latest, VERSION, log);
+        app.otlp = otlp;
+        poller.addSource(() => otlp.families());
+      }
 
       const server = buildServer({ poller, telemetryPath: config.web.telemetry_path, probes: probe.rows, version: VERSION, log });
       app.server = server;
@@ -152,6 +162,8 @@ export class Kerntap {
     this.closed = true;
     this.poller?.stop();
     if (this.server) await this.server.close().catch(() => undefined);
+    // Last OTLP export of the latest snapshot, bounded so shutdown stays prompt.
+    await this.otlp?.shutdown(3000);
     for (const c of this.collectors) {
       try {
         c.instance.close();

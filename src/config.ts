@@ -5,6 +5,7 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml, YAMLParseError } from 'yaml';
 import { z } from 'zod';
+import { ConfigError } from './config-error.js';
 import { durationSchema } from './duration.js';
 import { collectorDefinitions } from './collectors/index.js';
 
@@ -62,14 +63,29 @@ export function configSchema() {
       })
       .default({ stats: false }),
     collectors: collectors.default(collectors.parse({})),
+    /** OTLP push; see docs/otlp.md. The OTEL_* environment variables fill in what is not set here. */
+    otlp: z
+      .strictObject({
+        endpoint: z.string().optional(),
+        protocol: z.enum(['http/protobuf', 'http/json']).optional(),
+        headers: z.record(z.string(), z.string()).optional(),
+        timeout: durationSchema(1).optional(),
+        compression: z.enum(['none', 'gzip']).optional(),
+        certificate: z.string().optional(),
+        client_key: z.string().optional(),
+        client_certificate: z.string().optional(),
+        interval: durationSchema(1000).optional(),
+        temporality: z.enum(['cumulative', 'delta', 'lowmemory']).optional(),
+        histogram: z.enum(['explicit', 'exponential']).optional(),
+        resource_attributes: z.record(z.string(), z.string()).optional(),
+      })
+      .default({}),
   });
 }
 
 export type Config = z.output<ReturnType<typeof configSchema>>;
 
-export class ConfigError extends Error {
-  override name = 'ConfigError';
-}
+export { ConfigError };
 
 function describeIssue(source: string, issue: z.core.$ZodIssue): string {
   const key = issue.path.map(String).join('.') || '(top level)';

@@ -48,6 +48,7 @@ export class Poller extends EventEmitter {
   private inFlight: Promise<Snapshot> | undefined;
   private seq = 0;
   private stopped = false;
+  private readonly sources: (() => RawFamily[])[] = [];
   latest: Snapshot;
   consecutiveFailures = 0;
   lastError: string | undefined;
@@ -78,6 +79,11 @@ export class Poller extends EventEmitter {
       return { running, lastGood: [], errors: 0, lastErrorLogMs: -Infinity, mapEntries };
     });
     this.latest = { seq: 0, timeMs: startMs, families: [] };
+  }
+
+  /** Adds families produced outside the collectors (e.g. OTLP export counters) to every snapshot. */
+  addSource(source: () => RawFamily[]): void {
+    this.sources.push(source);
   }
 
   get healthy(): boolean {
@@ -137,7 +143,7 @@ export class Poller extends EventEmitter {
 
     const families: Family[] = this.tracker.track(raw, nowMs);
     const self = await this.selfState(families, Number(process.hrtime.bigint() - t0) / 1e9);
-    families.push(...this.tracker.track(selfFamilies(self), nowMs));
+    families.push(...this.tracker.track([...selfFamilies(self), ...this.sources.flatMap((source) => source())], nowMs));
     this.seq++;
     this.latest = { seq: this.seq, timeMs: nowMs, families };
     this.emit('snapshot', this.latest);

@@ -1,0 +1,176 @@
+/**
+ * OTLP settings: the config file's `otlp:` section first, then the standard
+ * OTEL_* environment variables, then defaults. Every error is one line that
+ * names the variable or key — and never echoes a header value, which may be
+ * an API token.
+ */
+import { readFileSync } from 'node:fs';
+import { ConfigError } from '../config-error.js';
+
+export type OtlpProtocol = 'http/protobuf' | 'http/json';
+export type Temporality = 'cumulative' | 'delta';
+export type HistogramForm = 'explicit' | 'exponential';
+
+export interface OtlpFileConfig {
+  endpoint?: string | undefined;
+  protocol?: OtlpProtocol | undefined;
+  headers?: Record<string, string> | undefined;
+  timeout?: number | undefined;
+  compression?: 'none' | 'gzip' | undefined;
+  certificate?: string | undefined;
+  client_key?: string | undefined;
+  client_certificate?: string | undefined;
+  interval?: number | undefined;
+  temporality?: 'cumulative' | 'delta' | 'lowmemory' | undefined;
+  histogram?: HistogramForm | undefined;
+  resource_attributes?: Record<string, string> | undefined;
+}
+
+export interface OtlpSettings {
+  url: string;
+  protocol: OtlpProtocol;
+  headers: Record<string, string>;
+  timeoutMs: number;
+  compression: 'none' | 'gzip';
+  tls: { ca?: Buffer; key?: Buffer; cert?: Buffer };
+  intervalMs: number;
+  temporality: Temporality;
+  histogram: HistogramForm;
+  resourceAttributes: Record<string, string>;
+}
+
+type Env = Record<string, string | undefined>;
+
+/** The metrics-specific variable if set, else the general one. */
+function pick(env: Env, suffix: string): { name: string; value: string } | undefined {
+  for (const name of [`OTEL_EXPORTER_OTLP_METRICS_${suffix}`, `OTEL_EXPORTER_OTLP_${suffix}`]) {
+    const value = env[name]?.trim();
+    if (value) return { name, value };
+  }
+  return undefined;
+}
+
+/** "k1=v1,k2=v2" with percent-encoded values (W3C baggage style). */
+export function parseHeaders(text: string, source: string): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [i, part] of text.split(',').entries()) {
+    if (part.trim() === '') continue;
+    const eq = part.indexOf('=');
+    const key = eq > 0 ? part.slice(0, eq).trim() : '';
+    if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(key)) {
+      throw new ConfigError(`${source}: malformed header #${i + 1} (expected key=value, comma separated)`);
+    }
+    try {
+      headers[key] = decodeURIComponent(part.slice(eq + 1).trim());
+    } catch {
+      throw new ConfigError(`${source}: header ${key} has a malformed percent-encoding`);
+    }
+  }
+  return headers;
+}
+
+function checkUrl(url: string, source: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError(`${source}: invalid URL`);
+  }
+  if (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') {
+    throw new ConfigError(`${source}: URL scheme must be http or https, got ${parsed.protocol.replace(':', '')}`);
+  }
+  return url;
+}
+
+function positiveMs(value: string, source: string): number {
+  const n = Number(value);
+  if (!Number.isFinite(n) || n <= 0) throw new ConfigError(`${source}: expected a positive number of milliseconds`);
+  return n;
+}
+
+function readPem(path: string, source: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (err) {
+    throw new ConfigError(`${source}: cannot read ${path} (${(err as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/** Returns undefined when no endpoint is configured anywhere: OTLP stays off. */
+export function resolveOtlpSettings(file: OtlpFileConfig, env: Env = process.env): OtlpSettings | undefined {
+  let url: string | undefined;
+  if (file.endpoint) url = checkUrl(file.endpoint, 'config key otlp.endpoint');
+  else if (env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT?.trim()) {
+    url = checkUrl(env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.trim(), 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT');
+  } else if (env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim()) {
+    const base = checkUrl(env.OTEL_EXPORTER_OTLP_ENDPOINT.trim(), 'OTEL_EXPORTER_OTLP_ENDPOINT');
+    url = `${base.replace(/\/+$/, '')}/v1/metrics`;
+  }
+  if (!url) return undefined;
+
+  const protocolVar = pick(env, 'PROTOCOL');
+  const protocol = file.protocol ?? protocolVar?.value ?? 'http/protobuf';
+  if (protocol !== 'http/protobuf' && protocol !== 'http/json') {
+    throw new ConfigError(`${protocolVar?.name ?? 'otlp.protocol'}: unsupported protocol ${JSON.stringify(protocol)} (use http/protobuf or http/json)`);
+  }
+
+  const headers: Record<string, string> = {};
+  const general = env.OTEL_EXPORTER_OTLP_HEADERS;
+  const specific = env.OTEL_EXPORTER_OTLP_METRICS_HEADERS;
+  if (general) Object.assign(headers, parseHeaders(general, 'OTEL_EXPORTER_OTLP_HEADERS'));
+  if (specific) Object.assign(headers, parseHeaders(specific, 'OTEL_EXPORTER_OTLP_METRICS_HEADERS'));
+  Object.assign(headers, file.headers ?? {});
+
+  const timeoutVar = pick(env, 'TIMEOUT');
+  const timeoutMs = file.timeout ?? (timeoutVar ? positiveMs(timeoutVar.value, timeoutVar.name) : 10_000);
+
+  const compressionVar = pick(env, 'COMPRESSION');
+  const compression = file.compression ?? compressionVar?.value ?? 'none';
+  if (compression !== 'none' && compression !== 'gzip') {
+    throw new ConfigError(`${compressionVar?.name ?? 'otlp.compression'}: expected gzip or none`);
+  }
+
+  const tls: OtlpSettings['tls'] = {};
+  const ca = file.certificate ? { name: 'config key otlp.certificate', value: file.certificate } : pick(env, 'CERTIFICATE');
+  const key = file.client_key ? { name: 'config key otlp.client_key', value: file.client_key } : pick(env, 'CLIENT_KEY');
+  const cert = file.client_certificate ? { name: 'config key otlp.client_certificate', value: file.client_certificate } : pick(env, 'CLIENT_CERTIFICATE');
+  if (ca) tls.ca = readPem(ca.value, ca.name);
+  if (key) tls.key = readPem(key.value, key.name);
+  if (cert) tls.cert = readPem(cert.value, cert.name);
+  if (Boolean(tls.key) !== Boolean(tls.cert)) {
+    throw new ConfigError(`${key?.name ?? cert?.name}: mTLS needs both a client key and a client certificate`);
+  }
+
+  const intervalMs = file.interval ?? (env.OTEL_METRIC_EXPORT_INTERVAL ? positiveMs(env.OTEL_METRIC_EXPORT_INTERVAL, 'OTEL_METRIC_EXPORT_INTERVAL') : 60_000);
+
+  const tempVar = env.OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE?.trim().toLowerCase();
+  const pref = file.temporality ?? tempVar ?? 'cumulative';
+  if (pref !== 'cumulative' && pref !== 'delta' && pref !== 'lowmemory') {
+    throw new ConfigError(`OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: expected cumulative, delta or lowmemory`);
+  }
+  // kerntap exports monotonic counters, histograms and gauges only, so
+  // "lowmemory" (delta for counters and histograms) is delta.
+  const temporality: Temporality = pref === 'cumulative' ? 'cumulative' : 'delta';
+
+  const histVar = env.OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION?.trim().toLowerCase();
+  let histogram: HistogramForm = file.histogram ?? 'explicit';
+  if (!file.histogram && histVar) {
+    if (histVar === 'base2_exponential_bucket_histogram') histogram = 'exponential';
+    else if (histVar !== 'explicit_bucket_histogram') {
+      throw new ConfigError('OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION: expected explicit_bucket_histogram or base2_exponential_bucket_histogram');
+    }
+  }
+
+  return {
+    url,
+    protocol,
+    headers,
+    timeoutMs,
+    compression,
+    tls,
+    intervalMs,
+    temporality,
+    histogram,
+    resourceAttributes: file.resource_attributes ?? {},
+  };
+}

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""A test OTLP/HTTP metrics receiver built on the official OpenTelemetry
+protobuf bindings (opentelemetry-proto): it decodes http/protobuf and
+http/json requests with the generated classes and google.protobuf's JSON
+mapping, and prints each request as one JSON line on stdout.
+
+  otlp_receiver.py [--fail-first-seconds S]   (answers 503 for the first S seconds)
+
+Prints "listening <port>" first. Bound to 127.0.0.1 on a free port.
+"""
+import gzip
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+
+FAIL_UNTIL = 0.0
+
+
+class Handler(BaseHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+    def read_body(self):
+        if self.headers.get("transfer-encoding", "").lower() == "chunked":
+            body = b""
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    self.rfile.readline()
+                    return body
+                body += self.rfile.read(size)
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("content-length", "0")))
+
+    def do_POST(self):
+        body = self.read_body()
+        if self.headers.get("content-encoding") == "gzip":
+            body = gzip.decompress(body)
+        ctype = self.headers.get("content-type", "")
+        status = 503 if time.time() < FAIL_UNTIL else 200
+        req = ExportMetricsServiceRequest()
+        if ctype.startswith("application/x-protobuf"):
+            req.ParseFromString(body)
+            fmt = "protobuf"
+        elif ctype.startswith("application/json"):
+            json_format.Parse(body, req)
+            fmt = "json"
+        else:
+            self.send_response(415)
+            self.end_headers()
+            return
+        record = {
+            "path": self.path,
+            "format": fmt,
+            "status": status,
+            "authorization": self.headers.get("authorization"),
+            "request": json_format.MessageToDict(req),
+        }
+        sys.stdout.write(json.dumps(record) + "\n")
+        sys.stdout.flush()
+        resp = ExportMetricsServiceResponse()
+        if fmt == "json":
+            payload, rtype = json_format.MessageToJson(resp).encode(), "application/json"
+        else:
+            payload, rtype = resp.SerializeToString(), "application/x-protobuf"
+        self.send_response(status)
+        self.send_header("content-type", rtype)
+        self.send_header("content-length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def main():
+    global FAIL_UNTIL
+    args = sys.argv[1:]
+    if args[:1] == ["--fail-first-seconds"]:
+        FAIL_UNTIL = time.time() + float(args[1])
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    print(f"listening {srv.server_address[1]}", flush=True)
+    srv.serve_forever()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,170 @@
+/**
+ * OTLP push against a receiver that decodes with the official OTLP protobuf
+ * bindings: every /metrics sample has its OTLP twin with the same value
+ * (http/protobuf and http/json), delta CPU sums back to the cumulative value
+ * and to cpu.stat, exponential buckets agree with the Prometheus buckets, and
+ * a failing receiver is survived and counted.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { requireBpf, requireTool } from '../helpers/env.js';
+import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { TestCgroup } from '../helpers/cgroup.js';
+import { parseExposition, value, type Sample } from '../helpers/exposition.js';
+import {
+  haveReceiver, labelsOf, metricsOf, promSamplesOf, sampleKey, startReceiver,
+  type OtlpRecord, type Receiver,
+} from '../helpers/otlp.js';
+
+const running: { stop(): Promise<unknown> }[] = [];
+after(async () => {
+  for (const r of running.reverse()) await r.stop();
+});
+
+async function setup(env: Record<string, string>, args: string[] = [], failFirstSeconds = 0): Promise<{ receiver: Receiver; exporter: Exporter }> {
+  const receiver = await startReceiver(failFirstSeconds);
+  running.push(receiver);
+  const exporter = await startExporter(args, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '500', ...env } });
+  running.push(exporter);
+  return { receiver, exporter };
+}
+
+/** Groups OTLP requests by snapshot time and finds the one that renders to exactly these samples. */
+function matchingSnapshot(records: OtlpRecord[], prom: Sample[]): { missing: string[]; record?: OtlpRecord } {
+  const want = new Map(prom.map((s) => [sampleKey(s), s.value]));
+  let best: string[] = [...want.keys()];
+  for (const record of records) {
+    const got = new Map(promSamplesOf(metricsOf(record)).map((s) => [sampleKey(s), s.value]));
+    const missing = [...want].filter(([k, v]) => got.get(k) !== v).map(([k, v]) => `${k}=${v} (otlp ${got.get(k)})`);
+    if (missing.length === 0) return { missing, record };
+    if (missing.length < best.length) best = missing;
+  }
+  return { missing: best };
+}
+
+for (const protocol of ['http/protobuf', 'http/json'] as const) {
+  test(`${protocol}: every /metrics sample has its OTLP twin with the same value and attributes`, async (t) => {
+    if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv (scripts/test-deps.sh)', haveReceiver())) return;
+    const { receiver, exporter } = await setup({
+      OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
+      OTEL_EXPORTER_OTLP_HEADERS: 'Authorization=Api-Token%20dt0c01.secret',
+      OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=test',
+    }, ['--poll.interval', '3s']);
+    // Some TCP traffic, so the histograms have counts.
+    for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
+    await sleep(3500);
+    await receiver.waitFor((r) => r.length >= 3);
+    const prom = parseExposition(await exporter.scrape());
+    await sleep(1200);
+    const { missing, record } = matchingSnapshot(receiver.records, prom);
+    assert.deepEqual(missing.slice(0, 10), [], 'an OTLP export of the same snapshot matches /metrics sample for sample');
+    assert.equal(record!.format, protocol === 'http/json' ? 'json' : 'protobuf');
+    assert.equal(record!.authorization, 'Api-Token dt0c01.secret', 'headers from OTEL_EXPORTER_OTLP_HEADERS');
+    const resource = labelsOf(record!.request.resourceMetrics[0]!.resource.attributes);
+    assert.equal(resource['service.name'], 'kerntap');
+    assert.match(resource['service.version'] ?? '', /^\d+\.\d+\.\d+$/);
+    assert.equal(resource['os.type'], 'linux');
+    assert.ok(resource['host.name']);
+    assert.equal(resource['deployment.environment'], 'test');
+    const histograms = metricsOf(record!).filter((m) => m.histogram);
+    assert.ok(histograms.some((m) => (m.histogram!.dataPoints ?? []).some((dp) => Number(dp.count) > 0)), 'histograms with counts were compared');
+    assert.ok(metricsOf(record!).every((m) => !m.sum || m.sum.aggregationTemporality === 'AGGREGATION_TEMPORALITY_CUMULATIVE'));
+    assert.ok(!exporter.stderr().includes('dt0c01.secret'), 'the token never reaches the log');
+  });
+}
+
+test('delta: CPU deltas of a cgroup sum to the cumulative value and to cpu.stat', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
+  const { receiver, exporter } = await setup({ OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'delta', OTEL_METRIC_EXPORT_INTERVAL: '700' });
+  const cg = TestCgroup.unique('kt-otlp-delta');
+  running.push({ stop: () => cg.destroy() });
+  const busy = cg.run('while :; do :; done');
+  await sleep(2500);
+  busy.kill('SIGKILL');
+  await new Promise((r) => busy.on('exit', r));
+  await sleep(3000); // polls and exports after the workload ended
+  const cumulative = value(parseExposition(await exporter.scrape()), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
+  const usage = cg.usageUsec() / 1e6;
+  let sum = 0;
+  let points = 0;
+  let lastEnd = 0n;
+  for (const record of receiver.records.filter((r) => r.status === 200)) {
+    for (const m of metricsOf(record).filter((x) => x.name === 'kerntap.cgroup.cpu.time')) {
+      assert.equal(m.sum!.aggregationTemporality, 'AGGREGATION_TEMPORALITY_DELTA');
+      for (const dp of m.sum!.dataPoints ?? []) {
+        if (labelsOf(dp.attributes).cgroup !== cg.label) continue;
+        assert.ok(BigInt(dp.startTimeUnixNano) >= lastEnd, 'delta intervals do not overlap');
+        lastEnd = BigInt(dp.timeUnixNano);
+        sum += dp.asDouble ?? 0;
+        points++;
+      }
+    }
+  }
+  assert.ok(points >= 2, `several deltas (${points})`);
+  assert.ok(Math.abs(sum - cumulative) < 1e-6, `Σ deltas ${sum} = cumulative ${cumulative}`);
+  assert.ok(Math.abs(sum / usage - 1) < 0.01, `Σ deltas ${sum} within 1% of cpu.stat ${usage}`);
+});
+
+test('exponential histograms: scale 0 buckets agree with the Prometheus buckets at every power of two', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
+  const { receiver, exporter } = await setup({ OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION: 'base2_exponential_bucket_histogram' }, ['--poll.interval', '3s']);
+  for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
+  await sleep(3500);
+  await receiver.waitFor((r) => r.length >= 3);
+  const prom = parseExposition(await exporter.scrape());
+  await sleep(1200);
+  let compared = 0;
+  const byKey = new Map(prom.map((s) => [sampleKey(s), s.value]));
+  const match = receiver.records.find((record) => {
+    let ok = true;
+    for (const m of metricsOf(record)) {
+      for (const dp of m.exponentialHistogram?.dataPoints ?? []) {
+        const labels = labelsOf(dp.attributes);
+        const name = `${m.name.replace(/\./g, '_')}_seconds`;
+        const counts = (dp.positive?.bucketCounts ?? []).map(Number);
+        const offset = dp.positive?.offset ?? 0;
+        assert.equal(dp.scale ?? 0, 0);
+        assert.equal(Number(dp.count), Number(dp.zeroCount ?? 0) + counts.reduce((a, b) => a + b, 0), 'count = zero + Σ buckets');
+        for (const s of prom.filter((x) => x.name === `${name}_bucket` && Object.entries(labels).every(([k, v]) => x.labels[k] === v))) {
+          if (s.labels.le === '+Inf') continue;
+          const e = Math.log2(Number(s.labels.le));
+          // Bucket i covers (2^i, 2^(i+1)]: it is within le=2^e when i+1 <= e.
+          const cum = counts.reduce((acc, c, j) => acc + (offset + j + 1 <= e ? c : 0), 0);
+          if (byKey.get(sampleKey(s)) !== cum) ok = false;
+          compared++;
+        }
+      }
+    }
+    return ok && compared > 0;
+  });
+  assert.ok(match, `an OTLP export's exponential buckets equal the Prometheus cumulative buckets (${compared} compared)`);
+});
+
+test('a receiver answering 503 for a while: kerntap keeps serving, counts failures, recovers', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
+  const { receiver, exporter } = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '1000', OTEL_EXPORTER_OTLP_TIMEOUT: '1500' }, [], 5);
+  await receiver.waitFor((r) => r.some((x) => x.status === 200), 30_000);
+  await sleep(2500);
+  const s = parseExposition(await exporter.scrape());
+  assert.ok(receiver.records.filter((r) => r.status === 503).length >= 2, 'retried while failing');
+  assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1, 'failures counted');
+  assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'success' }) ?? 0) >= 1, 'then recovered');
+  assert.equal(exporter.child.exitCode, null, 'still running');
+  assert.ok((exporter.stderr().match(/OTLP export failed/g) ?? []).length <= 2, 'failures logged without flooding');
+});
+
+test('bad OTLP settings fail at start with one line naming the variable', async (t) => {
+  if (!requireBpf(t)) return;
+  const { spawnSync } = await import('node:child_process');
+  const { BIN } = await import('../helpers/env.js');
+  const run = (env: Record<string, string>) => spawnSync(process.execPath, [BIN], { env: { ...process.env, ...env }, encoding: 'utf8', timeout: 20_000 });
+  const badUrl = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'not a url' });
+  assert.equal(badUrl.status, 1);
+  assert.equal(badUrl.stderr.trim(), 'kerntap: OTEL_EXPORTER_OTLP_ENDPOINT: invalid URL');
+  const badHeaders = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_HEADERS: 'Authorization' });
+  assert.equal(badHeaders.status, 1);
+  assert.match(badHeaders.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_HEADERS: malformed header #1/);
+  const grpc = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
+  assert.equal(grpc.status, 1);
+  assert.match(grpc.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "grpc"/);
+});
