@@ -29,7 +29,7 @@ test('settings: file first, then OTEL_* variables, then defaults', () => {
 });
 
 test('settings errors name the variable, never the value', () => {
-  assert.throws(() => parseHeaders('Authorization', 'OTEL_EXPORTER_OTLP_HEADERS'), /^OTEL_EXPORTER_OTLP_HEADERS: malformed header #1/);
+  assert.throws(() => parseHeaders('Authorization', 'OTEL_EXPORTER_OTLP_HEADERS'), /OTEL_EXPORTER_OTLP_HEADERS: malformed header #1/);
   assert.throws(() => parseHeaders('k=%zz-secret', 'X'), (e: Error) => !e.message.includes('secret') && /malformed percent-encoding/.test(e.message));
   assert.throws(() => resolveOtlpSettings({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'ftp://x' }), /URL scheme must be http or https/);
   assert.throws(() => resolveOtlpSettings({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://x', OTEL_EXPORTER_OTLP_TIMEOUT: '-1' }), /OTEL_EXPORTER_OTLP_TIMEOUT: expected a positive number/);
