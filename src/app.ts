@@ -9,6 +9,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { loadNative, packageRoot, type NativeBinding } from './bpf/native.js';
 import { CgroupResolver } from './cgroup/resolver.js';
+import { CgroupLabeler } from './cgroup/labeler.js';
 import { detectCgroup2Root } from './cgroup/mount.js';
 import { collectorDefinitions } from './collectors/index.js';
 import type { CollectorContext } from './collectors/types.js';
@@ -131,6 +132,7 @@ export class Kerntap {
         log,
         collectorStates: probe.rows.map((r) => ({ name: r.collector, enabled: r.enabled })),
         beforePoll: () => cgroups.refresh(Math.max(config.poll.interval, 10_000)),
+        labeler: new CgroupLabeler(config.cgroup.aggregate),
       });
       app.poller = poller;
       await poller.start();

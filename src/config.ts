@@ -46,8 +46,10 @@ export function configSchema() {
         root: z.string().default('auto'),
         /** Series of a deleted cgroup are kept this long, then dropped (and its kernel entries freed). */
         ttl: durationSchema(0).default(600_000),
+        /** Report per cgroup, or fold cgroups into their container or pod to cut cardinality. */
+        aggregate: z.enum(['cgroup', 'container', 'pod']).default('cgroup'),
       })
-      .default({ root: 'auto', ttl: 600_000 }),
+      .default({ root: 'auto', ttl: 600_000, aggregate: 'cgroup' }),
     limits: z
       .strictObject({
         /** Series per metric; more are folded into one series labelled "~overflow". */

@@ -12,6 +12,7 @@ import type { Family, RawFamily, Snapshot } from './model/snapshot.js';
 import { SeriesTracker } from './series.js';
 import { selfFamilies, type SelfState } from './selfmetrics.js';
 import type { MapBatch } from './bpf/native.js';
+import type { CgroupLabeler } from './cgroup/labeler.js';
 
 export interface RunningCollector {
   name: string;
@@ -31,6 +32,8 @@ export interface PollerOptions {
   collectorStates: { name: string; enabled: boolean }[];
   /** Called before each poll (e.g. to refresh the cgroup tree). */
   beforePoll?: (nowMs: number) => void;
+  /** Adds identity labels to per-cgroup metrics (and folds cgroups, if configured). */
+  labeler?: CgroupLabeler;
 }
 
 interface PerCollector {
@@ -141,7 +144,7 @@ export class Poller extends EventEmitter {
     }
     this.consecutiveFailures = failed ? this.consecutiveFailures + 1 : 0;
 
-    const families: Family[] = this.tracker.track(raw, nowMs);
+    const families: Family[] = this.tracker.track(this.opts.labeler ? this.opts.labeler.apply(raw) : raw, nowMs);
     const self = await this.selfState(families, Number(process.hrtime.bigint() - t0) / 1e9);
     families.push(...this.tracker.track([...selfFamilies(self), ...this.sources.flatMap((source) => source())], nowMs));
     this.seq++;
