@@ -17,7 +17,7 @@ say() { printf '\033[1mkerntap setup:\033[0m %s\n' "$*" >&2; }
 
 # Debian packages: to build and run, and the extra ones the tests use.
 BUILD_PKGS=(clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 ca-certificates)
-TEST_PKGS=(bpftool prometheus iproute2 nftables util-linux libcap2-bin curl wrk nginx bpftrace python3-venv procps iputils-ping)
+TEST_PKGS=(bpftool prometheus docker-compose iproute2 nftables util-linux libcap2-bin curl wrk nginx bpftrace python3-venv procps iputils-ping)
 
 apt_ensure() {
   local missing=()

@@ -1,0 +1,35 @@
+# kerntap image: a build stage with the toolchain, a runtime stage with Node 24 LTS,
+# libbpf and libelf only, plus the prebuilt BPF objects and addon.
+#   docker build -t kerntap .
+FROM node:24-bookworm-slim AS build
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /src
+COPY package.json package-lock.json binding.gyp tsconfig.json tsconfig.build.json ./
+RUN npm ci --no-audit --no-fund --ignore-scripts
+COPY bpf bpf
+COPY native native
+COPY src src
+COPY bin bin
+RUN make -C bpf \
+ && npx node-gyp rebuild --nodedir=/usr/local \
+ && npx tsc -p tsconfig.build.json \
+ && npm prune --omit=dev
+
+FROM node:24-bookworm-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libbpf1 libelf1 zlib1g \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /opt/kerntap
+COPY --from=build /src/package.json ./
+COPY --from=build /src/node_modules node_modules
+COPY --from=build /src/bin bin
+COPY --from=build /src/dist/src dist/src
+COPY --from=build /src/bpf/out/*.bpf.o bpf/out/
+COPY --from=build /src/build/Release/kerntap_native.node build/Release/
+# Loading BPF programs needs CAP_BPF and CAP_PERFMON. The process runs as
+# uid 0 but the runtime grants only those (see docker-compose.yml and
+# deploy/kubernetes/daemonset.yaml: drop ALL, add BPF and PERFMON).
+EXPOSE 10435
+ENTRYPOINT ["node", "/opt/kerntap/bin/kerntap.js"]
