@@ -25,8 +25,7 @@ char LICENSE[] SEC("license") = "GPL";
 
 struct running_slice {
 	__u64 start_ns;  /* 0: unknown start, not accounted */
-	__u64 cgroup_id; /* cgroup of the task when it was switched in; 0: idle */
-	__u64 pid;       /* kernel task id, so userspace can find its current cgroup */
+	__u64 pid;       /* kernel task id (0: idle), so userspace can find its cgroup */
 	__u64 exec_ns;   /* the task's se.sum_exec_runtime at switch-in */
 };
 
@@ -65,12 +64,14 @@ int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
 
 	/* Idle (pid 0) is no cgroup's time. prev's cgroup is read now, not at
 	 * switch-in, so a task moved between cgroups while running is charged
-	 * where the kernel's own cpu.stat charges it. */
-	prev_pid = BPF_CORE_READ(prev, pid);
+	 * where the kernel's own cpu.stat charges it. Fields are read directly
+	 * through the BTF pointers (no probe-read helper calls): it's the
+	 * hottest hook there is. */
+	prev_pid = prev->pid;
 	if (slot->start_ns && prev_pid != 0) {
 		ran = now - slot->start_ns;
 		if (slot->pid == prev_pid)
-			ran = BPF_CORE_READ(prev, se.sum_exec_runtime) - slot->exec_ns;
+			ran = prev->se.sum_exec_runtime - slot->exec_ns;
 		cgid = kt_task_cgroup_id(prev);
 		total = kt_lookup_or_init(&cpu_ns, &cgid, &zero, &overflow_key,
 					  DROP_CPU_NS);
@@ -79,8 +80,7 @@ int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
 	}
 
 	slot->start_ns = now;
-	slot->pid = BPF_CORE_READ(next, pid);
-	slot->exec_ns = BPF_CORE_READ(next, se.sum_exec_runtime);
-	slot->cgroup_id = slot->pid ? kt_task_cgroup_id(next) : 0;
+	slot->pid = next->pid;
+	slot->exec_ns = next->se.sum_exec_runtime;
 	return 0;
 }

@@ -181,15 +181,15 @@ static __always_inline const struct flow_key *key_of(struct sock_state *st, cons
 static __always_inline void report_traffic(struct sock_state *st, const struct sock *sk,
 					   struct tcp_sock *tp, bool closing)
 {
-	__u64 acked = BPF_CORE_READ(tp, bytes_acked);
-	__u64 received = BPF_CORE_READ(tp, bytes_received);
-	__u32 retrans = BPF_CORE_READ(tp, total_retrans);
+	__u64 acked = tp->bytes_acked;
+	__u64 received = tp->bytes_received;
+	__u32 retrans = tp->total_retrans;
 	struct flow_val *v;
 
 	if (closing) {
-		if (st->fin_sent && acked > 0 && BPF_CORE_READ(tp, snd_una) == BPF_CORE_READ(tp, write_seq))
+		if (st->fin_sent && acked > 0 && tp->snd_una == tp->write_seq)
 			acked--;
-		if (received > 0 && (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << KT_SOCK_DONE)))
+		if (received > 0 && (sk->__sk_common.skc_flags & (1UL << KT_SOCK_DONE)))
 			received--;
 	}
 	if (acked == st->acked && received == st->received && retrans == st->retrans)
@@ -240,7 +240,7 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 	struct flow_val *v;
 	__u64 now;
 
-	if (BPF_CORE_READ(sk, sk_protocol) != KT_IPPROTO_TCP)
+	if (sk->sk_protocol != KT_IPPROTO_TCP)
 		return 0;
 
 	switch (newstate) {
@@ -275,6 +275,16 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 	st = state_of(sk, false);
 	if (!st)
 		return 0; /* a socket from before kerntap that never sent or received since */
+
+	/* Closing handshake steps: only bookkeeping, no clock or counters needed. */
+	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE) {
+		if (oldstate == KT_TCP_ESTABLISHED)
+			set_active(st, sk, false);
+		if (newstate == KT_TCP_FIN_WAIT1 || newstate == KT_TCP_LAST_ACK)
+			st->fin_sent = 1;
+		return 0;
+	}
+
 	tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp)
 		return 0;
@@ -286,28 +296,24 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 		else if (oldstate == KT_TCP_SYN_RECV)
 			/* The kernel has just timed SYN-ACK -> ACK (tcp_synack_rtt_meas). */
 			hist_add(key_of(st, sk)->cgroup_id, HIST_HANDSHAKE,
-				 (__u64)(BPF_CORE_READ(tp, srtt_us) >> 3) * 1000);
+				 (__u64)(tp->srtt_us >> 3) * 1000);
 		/* Traffic counts from here: an active open's bytes_acked already
 		 * holds 1 for the SYN acked by the SYN-ACK. */
-		st->acked = BPF_CORE_READ(tp, bytes_acked);
-		st->received = BPF_CORE_READ(tp, bytes_received);
+		st->acked = tp->bytes_acked;
+		st->received = tp->bytes_received;
 		st->est_ns = now;
 		set_active(st, sk, true);
 		return 0;
 	}
 
+	/* newstate == TCP_CLOSE */
 	if (oldstate == KT_TCP_ESTABLISHED)
 		set_active(st, sk, false);
-	if (newstate == KT_TCP_FIN_WAIT1 || newstate == KT_TCP_LAST_ACK)
-		st->fin_sent = 1;
-	if (newstate != KT_TCP_CLOSE)
-		return 0;
-
 	report_traffic(st, sk, tp, true);
 	if (oldstate == KT_TCP_SYN_SENT) {
 		v = flow_of(key_of(st, sk));
 		if (v)
-			v->failed[failure_of(BPF_CORE_READ(sk, sk_err)) % FAIL_KINDS]++;
+			v->failed[failure_of(sk->sk_err) % FAIL_KINDS]++;
 	} else if (st->est_ns) {
 		hist_add(key_of(st, sk)->cgroup_id,
 			 st->role == ROLE_CLIENT ? HIST_LIFETIME_CLIENT : HIST_LIFETIME_SERVER, now - st->est_ns);
@@ -332,12 +338,12 @@ int BPF_PROG(tcp_probe, struct sock *sk, struct sk_buff *skb)
 	if (!st->role) {
 		/* First sight of a connection opened before kerntap: count from now. */
 		st->role = guess_role(sk);
-		st->acked = BPF_CORE_READ(tp, bytes_acked);
-		st->received = BPF_CORE_READ(tp, bytes_received);
-		st->retrans = BPF_CORE_READ(tp, total_retrans);
+		st->acked = tp->bytes_acked;
+		st->received = tp->bytes_received;
+		st->retrans = tp->total_retrans;
 		set_active(st, sk, true);
 	}
-	srtt = BPF_CORE_READ(tp, srtt_us) >> 3;
+	srtt = tp->srtt_us >> 3;
 	if (srtt)
 		hist_add(key_of(st, sk)->cgroup_id, HIST_RTT, (__u64)srtt * 1000);
 	report_traffic(st, sk, tp, false);
@@ -415,7 +421,7 @@ int tcp_sockets(struct bpf_iter__tcp *ctx)
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0; /* request and time-wait sockets */
-	state = BPF_CORE_READ(skc, skc_state);
+	state = skc->skc_state;
 	st = bpf_sk_storage_get(&sock_states, (struct sock *)tp, 0, 0);
 	/* tcp_probe fires before the segment is processed, so the last segment
 	 * of a connection that went quiet is not counted yet: count it now. The
@@ -431,8 +437,8 @@ int tcp_sockets(struct bpf_iter__tcp *ctx)
 	rec.local_port = kt_local_port(skc);
 	kt_local_addr(skc, rec.local);
 	if (state == KT_TCP_ESTABLISHED) {
-		rec.bytes_acked = BPF_CORE_READ(tp, bytes_acked);
-		rec.bytes_received = BPF_CORE_READ(tp, bytes_received);
+		rec.bytes_acked = tp->bytes_acked;
+		rec.bytes_received = tp->bytes_received;
 		rec.peer_port = kt_peer_port(skc);
 		kt_peer_addr(skc, rec.peer);
 	}

@@ -6,15 +6,19 @@
 #include "vmlinux.h"
 #include <bpf/bpf_core_read.h>
 
+/*
+ * Both read through BTF pointers (tp_btf, iterators): direct loads, relocated
+ * by CO-RE, with no helper call; a NULL on the way reads as 0.
+ */
 static __always_inline __u64 kt_task_cgroup_id(struct task_struct *task)
 {
-	return BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	return task->cgroups->dfl_cgrp->kn->id;
 }
 
 /* The cgroup that owns a socket (the creator's cgroup v2), 0 if none. */
 static __always_inline __u64 kt_sock_cgroup_id(const struct sock *sk)
 {
-	return BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+	return sk->sk_cgrp_data.cgroup->kn->id;
 }
 
 #endif /* __KT_CGROUP_H__ */

@@ -29,42 +29,39 @@ enum {
 #define KT_SOCK_DONE 1
 
 /* Remote (peer) address of a socket as 16 bytes; IPv4 becomes ::ffff:a.b.c.d. */
-static __always_inline void kt_peer_addr(const struct sock_common *skc, __u8 out[16])
+/* All of these read through BTF pointers: direct, CO-RE relocated loads. */
+static __always_inline void kt_v4_mapped(__u8 out[16], __be32 addr)
 {
-	__u16 family = BPF_CORE_READ(skc, skc_family);
-
-	if (family == KT_AF_INET6) {
-		BPF_CORE_READ_INTO((struct in6_addr *)out, skc, skc_v6_daddr);
-		return;
-	}
 	__builtin_memset(out, 0, 10);
 	out[10] = 0xff;
 	out[11] = 0xff;
-	*(__be32 *)&out[12] = BPF_CORE_READ(skc, skc_daddr);
+	*(__be32 *)&out[12] = addr;
+}
+
+static __always_inline void kt_peer_addr(const struct sock_common *skc, __u8 out[16])
+{
+	if (skc->skc_family == KT_AF_INET6)
+		__builtin_memcpy(out, skc->skc_v6_daddr.in6_u.u6_addr8, 16);
+	else
+		kt_v4_mapped(out, skc->skc_daddr);
 }
 
 static __always_inline void kt_local_addr(const struct sock_common *skc, __u8 out[16])
 {
-	__u16 family = BPF_CORE_READ(skc, skc_family);
-
-	if (family == KT_AF_INET6) {
-		BPF_CORE_READ_INTO((struct in6_addr *)out, skc, skc_v6_rcv_saddr);
-		return;
-	}
-	__builtin_memset(out, 0, 10);
-	out[10] = 0xff;
-	out[11] = 0xff;
-	*(__be32 *)&out[12] = BPF_CORE_READ(skc, skc_rcv_saddr);
+	if (skc->skc_family == KT_AF_INET6)
+		__builtin_memcpy(out, skc->skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+	else
+		kt_v4_mapped(out, skc->skc_rcv_saddr);
 }
 
 static __always_inline __u16 kt_peer_port(const struct sock_common *skc)
 {
-	return bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	return bpf_ntohs(skc->skc_dport);
 }
 
 static __always_inline __u16 kt_local_port(const struct sock_common *skc)
 {
-	return BPF_CORE_READ(skc, skc_num);
+	return skc->skc_num;
 }
 
 #endif /* __KT_NET_H__ */

@@ -17,7 +17,7 @@ import type { CollectorContext, CollectorDefinition, CollectorInstance } from '.
 import { expireCgroupEntries, u64Key } from './common.js';
 
 const OVERFLOW_KEY = 0xffff_ffff_ffff_ffffn;
-const RUNNING_WORDS = 4; // struct running_slice { start_ns, cgroup_id, pid, exec_ns }
+const RUNNING_WORDS = 3; // struct running_slice { start_ns, pid, exec_ns }
 
 export const cgroupCpuTime = defineMetric({
   name: 'kerntap.cgroup.cpu.time',
@@ -61,10 +61,10 @@ class CgroupCpuCollector implements CollectorInstance {
     for (let i = 0; i < running.count; i++) {
       const base = i * RUNNING_WORDS;
       const startNs = running.values[base]!;
-      const slotCgroup = running.values[base + 1]!;
-      const tid = running.values[base + 2]!;
-      if (startNs === 0n || slotCgroup === 0n || tid === 0n || nowNs <= startNs) continue;
-      const id = this.currentCgroupOf(tid) ?? slotCgroup;
+      const tid = running.values[base + 1]!;
+      if (startNs === 0n || tid === 0n || nowNs <= startNs) continue;
+      const id = this.currentCgroupOf(tid);
+      if (id === undefined) continue; // exited since: its slice is in the totals at the next poll
       nsById.set(id, (nsById.get(id) ?? 0n) + (nowNs - startNs));
     }
 
