@@ -24,8 +24,9 @@ import {
   type CollectorProbe,
 } from './probe.js';
 import { buildServer, parseListenAddress } from './server.js';
-import { startOtlp, type OtlpPipeline } from './exporters/otlp.js';
+import type { OtlpPipeline } from './exporters/otlp.js';
 import { resolveOtlpSettings } from './exporters/otlp-settings.js';
+import type { WebConfig } from './webconfig.js';
 import { VERSION } from './version.js';
 
 export class StartupError extends Error {
@@ -73,7 +74,7 @@ export class Kerntap {
     readonly collectors: RunningCollector[],
   ) {}
 
-  static async start(config: Config, log: Logger, overrides: { listenAddress?: string } = {}): Promise<Kerntap> {
+  static async start(config: Config, log: Logger, overrides: { listenAddress?: string; web?: WebConfig } = {}): Promise<Kerntap> {
     const listen = parseListenAddress(overrides.listenAddress ?? config.web.listen_address);
     // Resolved before anything is loaded, so a bad endpoint or header fails fast.
     const otlpSettings = resolveOtlpSettings(config.otlp);
@@ -131,18 +132,22 @@ export class Kerntap {
         statsEnabled: () => app.statsFd !== undefined || bpfStatsSysctl(),
         log,
         collectorStates: probe.rows.map((r) => ({ name: r.collector, enabled: r.enabled })),
-        beforePoll: () => cgroups.refresh(Math.max(config.poll.interval, 10_000)),
+        // New cgroups are found as soon as an unknown id shows up; this walk
+        // only notices deletions, which have cgroup.ttl to age out anyway.
+        beforePoll: () => cgroups.refresh(Math.max(config.poll.interval, 60_000)),
         labeler: new CgroupLabeler(config.cgroup.aggregate),
       });
       app.poller = poller;
       await poller.start();
       if (otlpSettings) {
+        // Loaded only when used: the OTel SDK and exporters cost ~15 MB of heap.
+        const { startOtlp } = await import('./exporters/otlp.js');
         const otlp = await startOtlp(otlpSettings, () => poller.latest, VERSION, log);
         app.otlp = otlp;
         poller.addSource(() => otlp.families());
       }
 
-      const server = buildServer({ poller, telemetryPath: config.web.telemetry_path, probes: probe.rows, version: VERSION, log });
+      const server = buildServer({ poller, telemetryPath: config.web.telemetry_path, probes: probe.rows, version: VERSION, log, ...(overrides.web ? { web: overrides.web } : {}) });
       app.server = server;
       try {
         app.address = await server.listen({ host: listen.host, port: listen.port });
@@ -151,7 +156,7 @@ export class Kerntap {
         const what = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
         throw new StartupError(`cannot listen on ${overrides.listenAddress ?? config.web.listen_address}: ${what}`);
       }
-      log.info({ address: app.address, path: config.web.telemetry_path, collectors: running.map((r) => r.name) }, 'kerntap listening');
+      log.info({ address: app.address, path: config.web.telemetry_path, tls: Boolean(overrides.web?.https), basic_auth: Boolean(overrides.web?.users), collectors: running.map((r) => r.name) }, 'kerntap listening');
       return app;
     } catch (err) {
       await app.close();

@@ -10,10 +10,12 @@ import { ConfigError, DEFAULT_LISTEN_ADDRESS, DEFAULT_TELEMETRY_PATH, loadConfig
 import { parseDuration } from './duration.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
 import { formatProbeTable } from './probe.js';
+import { loadWebConfig, type WebConfig } from './webconfig.js';
 import { VERSION } from './version.js';
 
 interface Flags {
   configFile?: string;
+  webConfigFile?: string;
   listenAddress?: string;
   telemetryPath?: string;
   pollInterval?: number;
@@ -36,6 +38,7 @@ export function buildProgram(): Command {
     .helpOption('-h, --help', 'show this help')
     .addOption(new Option('--config.file <path>', 'YAML configuration file (default: built-in defaults)'))
     .addOption(new Option('--web.listen-address <[host]:port>', `address to serve metrics on (default: ${DEFAULT_LISTEN_ADDRESS})`))
+    .addOption(new Option('--web.config.file <path>', 'TLS and basic auth for the endpoints, in the exporter-toolkit format (tls_server_config, basic_auth_users)'))
     .addOption(new Option('--web.telemetry-path <path>', `path of the metrics endpoint (default: ${DEFAULT_TELEMETRY_PATH})`))
     .addOption(new Option('--poll.interval <duration>', 'how often BPF maps are read, e.g. 5s (default: 5s)').argParser(durationArg))
     .addOption(new Option('--log.level <level>', 'log level').choices([...LOG_LEVELS]).default('info'))
@@ -49,6 +52,7 @@ function readFlags(program: Command): Flags {
   const o = program.opts<Record<string, unknown>>();
   return {
     configFile: o['config.file'] as string | undefined,
+    webConfigFile: o['web.config.file'] as string | undefined,
     listenAddress: o['web.listenAddress'] as string | undefined,
     telemetryPath: o['web.telemetryPath'] as string | undefined,
     pollInterval: o['poll.interval'] as number | undefined,
@@ -83,9 +87,11 @@ export async function main(argv: string[]): Promise<void> {
   program.parse(argv);
   let flags: Flags;
   let config: Config;
+  let web: WebConfig | undefined;
   try {
     flags = readFlags(program);
     config = applyFlags(loadConfigFile(flags.configFile), flags);
+    if (flags.webConfigFile) web = loadWebConfig(flags.webConfigFile);
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
@@ -101,7 +107,7 @@ export async function main(argv: string[]): Promise<void> {
   const log = createLogger(flags.logLevel);
   let app: Kerntap;
   try {
-    app = await Kerntap.start(config, log);
+    app = await Kerntap.start(config, log, web ? { web } : {});
   } catch (err) {
     if (err instanceof StartupError || err instanceof ConfigError) fail(err.message);
     fail((err as Error).message.split('\n')[0] ?? String(err));

@@ -7,6 +7,7 @@ import type { Logger } from 'pino';
 import { CONTENT_TYPES, ExpositionCache, negotiateFormat } from './exporters/prometheus.js';
 import type { Poller } from './poller.js';
 import type { CollectorProbe } from './probe.js';
+import { BasicAuth, type WebConfig } from './webconfig.js';
 
 export interface ServerOptions {
   poller: Poller;
@@ -14,6 +15,7 @@ export interface ServerOptions {
   probes: CollectorProbe[];
   version: string;
   log: Logger;
+  web?: WebConfig;
 }
 
 function escapeHtml(s: string): string {
@@ -31,8 +33,17 @@ export function parseListenAddress(addr: string): { host: string; port: number }
 }
 
 export function buildServer(opts: ServerOptions): FastifyInstance {
-  const app = Fastify({ logger: false, return503OnClosing: true, forceCloseConnections: 'idle' });
+  const app = Fastify({ logger: false, return503OnClosing: true, forceCloseConnections: 'idle', ...(opts.web?.https ? { https: opts.web.https } : {}) });
   const cache = new ExpositionCache();
+
+  const headers = opts.web?.headers ?? {};
+  const auth = opts.web?.users ? new BasicAuth(opts.web.users) : undefined;
+  app.addHook('onRequest', async (req, reply) => {
+    for (const [k, v] of Object.entries(headers)) reply.header(k, v);
+    if (auth && !(await auth.check(req.headers.authorization))) {
+      return reply.code(401).header('www-authenticate', 'Basic realm="kerntap"').send('Unauthorized\n');
+    }
+  });
 
   app.get(opts.telemetryPath, async (req, reply) => {
     const format = negotiateFormat(req.headers.accept);

@@ -1,0 +1,82 @@
+/**
+ * --web.config.file: /metrics over TLS with basic auth (bcrypt), checked by
+ * real clients: curl, and a real Prometheus scraping over TLS.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import bcrypt from 'bcryptjs';
+import { BIN, requireBpf, requireTool } from '../helpers/env.js';
+import { startExporter } from '../helpers/exporter.js';
+import { havePrometheus, startPrometheus } from '../helpers/prometheus.js';
+
+const cleanup: (() => Promise<unknown>)[] = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+/** A CA and a server certificate for 127.0.0.1, made with openssl. */
+function makeCerts(dir: string) {
+  const o = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
+  o('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=kerntap test CA');
+  o('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
+  writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
+  o('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'san.ext');
+}
+
+test('TLS and basic auth: curl and Prometheus scrape over TLS; wrong or missing credentials get 401', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'prometheus', havePrometheus())) return;
+  const dir = mkdtempSync(path.join(tmpdir(), 'kt-tls-'));
+  makeCerts(dir);
+  const password = 'correct horse battery staple';
+  const webConfig = path.join(dir, 'web.yml');
+  writeFileSync(webConfig, `tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  alice: ${bcrypt.hashSync(password, 10)}\n`);
+  const exporter = await startExporter(['--web.config.file', webConfig]);
+  cleanup.push(() => exporter.stop());
+  assert.match(exporter.url, /^https:\/\//);
+  const curl = (...args: string[]) => spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', '--cacert', path.join(dir, 'ca.crt'), ...args], { encoding: 'utf8' }).stdout;
+  assert.equal(curl('-u', `alice:${password}`, `${exporter.url}/metrics`), '200');
+  assert.equal(curl(`${exporter.url}/metrics`), '401', 'no credentials');
+  assert.equal(curl('-u', 'alice:wrong', `${exporter.url}/metrics`), '401', 'wrong password');
+  assert.equal(curl('-u', `mallory:${password}`, `${exporter.url}/metrics`), '401', 'unknown user');
+  const body = spawnSync('curl', ['-s', '--cacert', path.join(dir, 'ca.crt'), '-u', `alice:${password}`, `${exporter.url}/metrics`], { encoding: 'utf8' }).stdout;
+  assert.match(body, /^kerntap_build_info\{/m);
+  const plain = spawnSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code}', exporter.url.replace('https:', 'http:') + '/metrics'], { encoding: 'utf8' }).stdout;
+  assert.notEqual(plain, '200', 'no plain HTTP');
+
+  const passwordFile = path.join(dir, 'password');
+  writeFileSync(passwordFile, password);
+  const prom = await startPrometheus([{
+    target: new URL(exporter.url).host,
+    scheme: 'https',
+    extra: `    tls_config:\n      ca_file: ${path.join(dir, 'ca.crt')}\n    basic_auth:\n      username: alice\n      password_file: ${passwordFile}`,
+  }]);
+  cleanup.push(() => prom.stop());
+  const up = await prom.waitFor('up', (r) => r.length === 1 && r[0]!.value[1] === '1');
+  assert.equal(up[0]!.value[1], '1');
+  const built = await prom.waitFor('kerntap_build_info', (r) => r.length === 1);
+  assert.equal(built[0]!.value[1], '1');
+  assert.ok(!exporter.stderr().includes(password), 'the password never reaches the log');
+});
+
+test('bad web config files fail with one line naming the key', (t) => {
+  if (!requireBpf(t)) return;
+  const dir = mkdtempSync(path.join(tmpdir(), 'kt-tls-bad-'));
+  const run = (yaml: string) => {
+    const f = path.join(dir, `w${Math.random()}.yml`);
+    writeFileSync(f, yaml);
+    return spawnSync(process.execPath, [BIN, '--web.config.file', f], { encoding: 'utf8', timeout: 20_000 });
+  };
+  const plain = run('basic_auth_users:\n  bob: hunter2\n');
+  assert.equal(plain.status, 1);
+  assert.match(plain.stderr.trim(), /^kerntap: web config file .*: key basic_auth_users\.bob: must be a bcrypt hash$/);
+  assert.ok(!plain.stderr.includes('hunter2'), 'the value is not echoed');
+  const missing = run('tls_server_config:\n  cert_file: nope.crt\n  key_file: nope.key\n');
+  assert.equal(missing.status, 1);
+  assert.match(missing.stderr.trim(), /key tls_server_config\.cert_file: cannot read nope\.crt \(ENOENT\)$/);
+  const unknown = run('tls_config: {}\n');
+  assert.match(unknown.stderr.trim(), /unknown key tls_config$/);
+});
