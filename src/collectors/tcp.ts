@@ -275,7 +275,10 @@ class TcpCollector implements CollectorInstance {
       }
       const local = `${formatAddress(r.subarray(24, 40))}:${localPort}`;
       const peer = `${formatAddress(r.subarray(40, 56))}:${r.readUInt16LE(58)}`;
-      connections.push({ labels: [cgroup, comm, local, peer], sent: Number(r.readBigUInt64LE(8)), received: Number(r.readBigUInt64LE(16)) });
+      // An active open's bytes_acked counts its SYN; data only, as everywhere else.
+      const acked = Number(r.readBigUInt64LE(8));
+      const sent = r.readUInt8(61) === 1 && acked > 0 ? acked - 1 : acked;
+      connections.push({ labels: [cgroup, comm, local, peer], sent, received: Number(r.readBigUInt64LE(16)) });
     }
     const families: RawFamily[] = [numberFamily(tcpMetrics.listeners, [...listeners.values()])];
     if (this.config.per_connection.enabled) {

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, find, type Sample } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics } from '../helpers/prometheus.js';
@@ -221,6 +221,50 @@ function hasNft(): boolean {
     return false;
   }
 }
+
+test('IPv6 and v4-mapped IPv6: exact bytes, peers shown as the address family users know', async (t) => {
+  if (!requireBpf(t)) return;
+  const server = cgroup('kt-tcp-srv6');
+  const client = cgroup('kt-tcp-cli6');
+  const p6 = port();
+  const dual = port();
+  const N = 30_000;
+  const M = 5;
+  await startServer(server, `server ::1 ${p6} ${N}`);
+  await startServer(server, `server :: ${dual} ${N}`); // dual-stack: IPv4 clients arrive v4-mapped
+  await runClient(client, `client ::1 ${p6} ${N} ${M}`);
+  await runClient(client, `client 127.0.0.1 ${dual} ${N} ${M}`);
+  await settle();
+  const s = await scrape();
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', peer: '::1', peer_port: String(p6) }), M * N);
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', { cgroup: server.label, role: 'server', peer: '::1' }), M * N);
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', { cgroup: server.label, role: 'server', peer: '127.0.0.1' }), M * N,
+    'the dual-stack server\'s v4-mapped peers are shown as IPv4');
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', peer: '127.0.0.1', peer_port: String(dual) }), M * N);
+});
+
+test('per-connection mode: live connections with their 5-tuple and owner, data bytes exact', async (t) => {
+  if (!requireBpf(t)) return;
+  const own = await startExporter(['--config.file', writeConfig('collectors:\n  tcp:\n    per_connection:\n      enabled: true\n      top_n: 1000\n')]);
+  cleanups.push(() => own.stop());
+  const server = cgroup('kt-tcp-srv');
+  const client = cgroup('kt-tcp-cli');
+  const p = port();
+  const N = 40_000;
+  await startServer(server, `server 127.0.0.1 ${p} ${N}`);
+  const hold = client.run(`python3 ${TRAFFIC} hold 127.0.0.1 ${p} ${N} 3`, 'pipe');
+  await waitForLine(hold, 'ready');
+  await settle();
+  const s = parseExposition(await own.scrape());
+  const conns = find(s, 'kerntap_tcp_connection_sent_bytes_total', { cgroup: client.label, peer: `127.0.0.1:${p}` });
+  assert.equal(conns.length, 3, 'one series per live connection');
+  for (const c of conns) {
+    assert.equal(c.value, N);
+    assert.equal(c.labels.comm, 'python3');
+    assert.match(c.labels.local!, /^127\.0\.0\.1:\d+$/);
+  }
+  assert.equal(find(s, 'kerntap_tcp_connection_received_bytes_total', { cgroup: client.label, peer: `127.0.0.1:${p}` }).reduce((a, x) => a + x.value, 0), 3 * N);
+});
 
 test('hostile process names reach the listeners metric escaped; promtool accepts the page', async (t) => {
   if (!requireBpf(t) || !requireTool(t, 'promtool', havePrometheus())) return;
