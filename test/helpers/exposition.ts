@@ -13,7 +13,7 @@ export function parseExposition(text: string): Sample[] {
   const out: Sample[] = [];
   for (const line of text.split('\n')) {
     if (line === '' || line.startsWith('#')) continue;
-    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$/.exec(line);
+    const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([\s\S]*)\})? (\S+)$/.exec(line);
     if (!m) throw new Error(`unparseable exposition line: ${JSON.stringify(line)}`);
     const labels: Record<string, string> = {};
     if (m[3]) {
