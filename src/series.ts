@@ -22,6 +22,8 @@ interface SeriesState {
 }
 
 interface Merged<V> {
+  /** The sanitised labels joined, the series' key in `states`. */
+  key: string;
   labels: string[];
   value: V;
   identity: string | undefined;
@@ -53,18 +55,18 @@ export class SeriesTracker {
         this.states.set(name, states);
       }
       if (fam.kind === 'histogram') {
-        const merged = this.merge(fam.points.map((p) => ({ labels: p.labels, value: p.hist, identity: p.identity })),
+        const merged = this.merge(fam.points, (p) => p.hist,
           states, fam.def.labels.length, name, (a, b) => { addHistogram(a, b); return a; }, cloneHist);
         const points: HistogramPoint[] = merged.map((m) => {
-          const st = this.state(states!, m.labels, m.identity, m.value.count, nowMs);
+          const st = this.state(states!, m, m.value.count, nowMs);
           return { labels: m.labels, hist: m.value, startMs: st.startMs };
         });
         out.push({ def: fam.def, kind: 'histogram', points });
       } else {
-        const merged = this.merge(fam.points.map((p) => ({ labels: p.labels, value: p.value, identity: p.identity })),
+        const merged = this.merge(fam.points, (p) => p.value,
           states, fam.def.labels.length, name, (a, b) => a + b, (v) => v);
         const points: NumberPoint[] = merged.map((m) => {
-          const st = this.state(states!, m.labels, m.identity, m.value, nowMs);
+          const st = this.state(states!, m, m.value, nowMs);
           let value = m.value;
           if (fam.kind === 'counter') {
             if (value < st.last) value = st.last; // read race, same identity: hold
@@ -81,8 +83,9 @@ export class SeriesTracker {
     return out;
   }
 
-  private merge<V>(
-    points: Merged<V>[],
+  private merge<P extends { labels: string[]; identity?: string }, V>(
+    points: readonly P[],
+    valueOf: (p: P) => V,
     states: Map<string, SeriesState>,
     labelCount: number,
     metric: string,
@@ -90,15 +93,16 @@ export class SeriesTracker {
     clone: (v: V) => V,
   ): Merged<V>[] {
     const byKey = new Map<string, Merged<V>>();
+    const maxBytes = this.opts.maxLabelLength;
     for (const p of points) {
-      const labels = p.labels.map((l) => sanitizeLabelValue(l, this.opts.maxLabelLength));
+      const labels = p.labels.map((l) => cleanLabel(l, maxBytes));
       const key = labels.join('\u0000');
       const existing = byKey.get(key);
       if (existing) {
-        existing.value = add(existing.value, p.value);
+        existing.value = add(existing.value, valueOf(p));
         existing.identity = joinIdentity(existing.identity, p.identity);
       } else {
-        byKey.set(key, { labels, value: clone(p.value), identity: p.identity });
+        byKey.set(key, { key, labels, value: clone(valueOf(p)), identity: p.identity });
       }
     }
     const max = this.opts.maxSeriesPerMetric;
@@ -118,7 +122,7 @@ export class SeriesTracker {
     const admitted = kept.slice(0, max - 1);
     rest.push(...kept.slice(max - 1));
     for (const m of fresh) (admitted.length < max - 1 ? admitted : rest).push(m);
-    const overflow: Merged<V> = { labels: Array(labelCount).fill(OVERFLOW_LABEL), value: clone(rest[0]!.value), identity: 'overflow' };
+    const overflow: Merged<V> = { key: overflowKey, labels: Array(labelCount).fill(OVERFLOW_LABEL), value: clone(rest[0]!.value), identity: 'overflow' };
     for (const m of rest.slice(1)) overflow.value = add(overflow.value, m.value);
     admitted.push(overflow);
     this.folded.set(metric, rest.filter((m) => m.identity !== 'overflow').length);
@@ -126,9 +130,7 @@ export class SeriesTracker {
     return admitted;
   }
 
-  private state(states: Map<string, SeriesState>, labels: string[], identity: string | undefined,
-    value: number, nowMs: number): SeriesState {
-    const key = labels.join('\u0000');
+  private state(states: Map<string, SeriesState>, { key, identity }: Merged<unknown>, value: number, nowMs: number): SeriesState {
     let st = states.get(key);
     if (!st || (st.identity !== identity && identity !== 'overflow')) {
       st = { startMs: this.firstPoll ? this.opts.startMs : nowMs, identity, last: 0, lastSeenMs: nowMs };
@@ -141,6 +143,17 @@ export class SeriesTracker {
     st.lastSeenMs = nowMs;
     return st;
   }
+}
+
+const SURROGATE = /[\uD800-\uDFFF]/;
+
+/**
+ * sanitizeLabelValue, skipped for the usual value that it would return
+ * unchanged (no surrogates, and short enough even at 3 UTF-8 bytes per UTF-16
+ * unit): this runs for every label of every series on every poll.
+ */
+function cleanLabel(value: string, maxBytes: number): string {
+  return value.length * 3 <= maxBytes && !SURROGATE.test(value) ? value : sanitizeLabelValue(value, maxBytes);
 }
 
 function cloneHist(h: HistogramValue): HistogramValue {

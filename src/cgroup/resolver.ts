@@ -93,9 +93,14 @@ export class CgroupResolver {
         // unreadable or removed: keep what we have
       }
     }
+    const livePaths = new Set<string>();
+    for (const id of seen) livePaths.add(this.byId.get(id)!.path);
     for (const [id, entry] of this.byId) {
       if (seen.has(id)) continue;
-      if (entry.goneSinceMs === undefined) entry.goneSinceMs = now;
+      // A new cgroup took this path: the old one's series ends now, so the
+      // path's series restarts instead of adding both together.
+      if (livePaths.has(entry.path)) entry.goneSinceMs = Math.min(entry.goneSinceMs ?? now, now - this.ttlMs - 1);
+      else if (entry.goneSinceMs === undefined) entry.goneSinceMs = now;
       // Collectors free an expired id's kernel entries and call forget() at
       // the TTL; this is the backstop for ids no collector holds.
       else if (now - entry.goneSinceMs > 2 * this.ttlMs) this.byId.delete(id);

@@ -68,11 +68,13 @@ class CgroupCpuCollector implements CollectorInstance {
       nsById.set(id, (nsById.get(id) ?? 0n) + (nowNs - startNs));
     }
 
+    // Resolve every id first: an unknown one triggers the walk that also
+    // retires cgroups whose path was taken over by a new one.
+    const labels = new Map([...nsById.keys()].map((id) => [id, id === OVERFLOW_KEY ? '~overflow' : this.ctx.cgroups.resolve(id)]));
     const points: RawNumberPoint[] = [];
     for (const [id, ns] of nsById) {
-      const cgroup = id === OVERFLOW_KEY ? '~overflow' : this.ctx.cgroups.resolve(id);
-      if (id === OVERFLOW_KEY && ns === 0n) continue;
-      points.push({ labels: [cgroup], value: Number(ns) / 1e9, identity: id.toString() });
+      if (id === OVERFLOW_KEY ? ns === 0n : this.ctx.cgroups.expired(id)) continue;
+      points.push({ labels: [labels.get(id)!], value: Number(ns) / 1e9, identity: id.toString() });
     }
     expireCgroupEntries(this.obj, 'cpu_ns', totals, this.ctx.cgroups,
       (i) => totals.keys.readBigUInt64LE(i * 8), (id) => id === OVERFLOW_KEY);

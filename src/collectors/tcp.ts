@@ -156,6 +156,11 @@ class TcpCollector implements CollectorInstance {
     return this.ctx.cgroups.resolve(id);
   }
 
+  /** Entries of cgroups past their TTL (or replaced by a new cgroup at the same path) are not reported. */
+  private retired(id: bigint): boolean {
+    return id !== OVERFLOW_ID && id !== 0n && this.ctx.cgroups.expired(id);
+  }
+
   async collect(nowMs: number): Promise<RawFamily[]> {
     const [flows, hists] = await Promise.all([this.obj.readMap('flows'), this.obj.readMap('hists')]);
     const sockets = await this.obj.runIter('tcp_sockets');
@@ -177,6 +182,7 @@ class TcpCollector implements CollectorInstance {
       const w = batch.values.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
       const id = key.readBigUInt64LE(0);
       const cgroup = this.cgroupLabel(id);
+      if (this.retired(id)) continue;
       const identity = id.toString();
       const role = id === OVERFLOW_ID ? OVERFLOW : ROLES[key.readUInt8(26)] ?? 'unknown';
       const peer = id === OVERFLOW_ID ? OVERFLOW : formatAddress(key.subarray(8, 24));
@@ -244,6 +250,7 @@ class TcpCollector implements CollectorInstance {
       const hist = decodeHistogram(batch.values, i * HIST_WORDS);
       if (hist.count === 0 || kind >= HIST_KINDS.length) continue;
       const cgroup = this.cgroupLabel(id);
+      if (this.retired(id)) continue;
       const labels = kind === 3 ? [cgroup, 'client'] : kind === 4 ? [cgroup, 'server'] : [cgroup];
       byKind[kind]!.push({ labels, hist, identity: id.toString() });
     }

@@ -1,0 +1,103 @@
+/**
+ * Failing safe: 200 concurrent scrapes see one consistent snapshot; SIGKILL
+ * leaves nothing loaded; a full BPF map overflows into a counted "~overflow"
+ * entry while tracked cgroups stay exact; a cgroup re-created under the same
+ * path restarts its series instead of adding to the old one.
+ */
+import { test, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { requireBpf } from '../helpers/env.js';
+import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
+import { TestCgroup } from '../helpers/cgroup.js';
+import { parseExposition, find, value } from '../helpers/exposition.js';
+
+const cleanup: (() => Promise<unknown>)[] = [];
+after(async () => {
+  for (const c of cleanup.reverse()) await c();
+});
+
+async function exporterWith(args: string[] = []): Promise<Exporter> {
+  const e = await startExporter(args);
+  cleanup.push(() => e.stop());
+  return e;
+}
+
+const loadedIds = () => new Set((JSON.parse(spawnSync('bpftool', ['prog', 'show', '-j'], { encoding: 'utf8' }).stdout) as { id: number }[]).map((p) => p.id));
+
+test('200 concurrent scrapes: all 200 OK, complete, and from the same snapshot', async (t) => {
+  if (!requireBpf(t)) return;
+  const e = await exporterWith(['--poll.interval', '30s']);
+  const bodies = await Promise.all(Array.from({ length: 200 }, async () => {
+    const r = await fetch(`${e.url}/metrics`);
+    return { status: r.status, body: await r.text() };
+  }));
+  assert.ok(bodies.every((b) => b.status === 200));
+  assert.equal(new Set(bodies.map((b) => b.body)).size, 1, 'identical bodies: one snapshot, rendered once');
+  assert.ok(parseExposition(bodies[0]!.body).length > 10, 'complete');
+});
+
+test('SIGKILL leaves no program loaded: nothing is pinned', async (t) => {
+  if (!requireBpf(t)) return;
+  const before = loadedIds();
+  const e = await startExporter();
+  const ours = [...loadedIds()].filter((id) => !before.has(id));
+  assert.ok(ours.length > 0);
+  await e.stop('SIGKILL');
+  const t0 = Date.now();
+  let left = ours;
+  while (left.length > 0 && Date.now() - t0 < 3000) {
+    await sleep(50);
+    const now = loadedIds();
+    left = ours.filter((id) => now.has(id));
+  }
+  assert.deepEqual(left, []);
+});
+
+test('a full cgroup map: overflow is counted, totals kept under ~overflow, tracked cgroups stay exact', async (t) => {
+  if (!requireBpf(t)) return;
+  const e = await exporterWith(['--config.file', writeConfig('collectors:\n  cgroup_cpu:\n    max_cgroups: 16\n')]);
+  const cgs: TestCgroup[] = [];
+  for (let i = 0; i < 40; i++) {
+    const cg = TestCgroup.unique(`kt-full-${i}`);
+    cleanup.push(() => cg.destroy());
+    cgs.push(cg);
+    await cg.runToEnd('i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done');
+  }
+  await sleep(1500);
+  const s = parseExposition(await e.scrape());
+  assert.ok((value(s, 'kerntap_map_overflow_total', { collector: 'cgroup_cpu', map: 'cpu_ns' }) ?? 0) > 0, 'overflow counted');
+  assert.ok((value(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: '~overflow' }) ?? 0) > 0, 'overflow entry holds the rest');
+  const tracked = cgs.filter((cg) => find(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label }).length === 1);
+  assert.ok(tracked.length > 0 && tracked.length < cgs.length, `some tracked (${tracked.length}), some overflowed`);
+  for (const cg of tracked) {
+    const v = value(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
+    assert.ok(Math.abs(v / (cg.usageUsec() / 1e6) - 1) < 0.01, `${cg.label} exact`);
+  }
+  assert.ok((value(s, 'kerntap_bpf_map_entries', { collector: 'cgroup_cpu', map: 'cpu_ns' }) ?? 0) <= 17, 'map bounded');
+});
+
+test('a cgroup deleted and re-created under the same path restarts its series', async (t) => {
+  if (!requireBpf(t)) return;
+  const e = await exporterWith();
+  const first = TestCgroup.unique('kt-recreate');
+  const name = first.label.slice(1);
+  const busy = async (cg: TestCgroup, ms: number) => {
+    const c = cg.run('while :; do :; done');
+    await sleep(ms);
+    c.kill('SIGKILL');
+    await new Promise((r) => c.on('exit', r));
+  };
+  await busy(first, 1500);
+  await sleep(1200);
+  const before = value(parseExposition(await e.scrape()), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: first.label })!;
+  assert.ok(before > 1);
+  await first.destroy();
+  const second = new TestCgroup(name);
+  cleanup.push(() => second.destroy());
+  await busy(second, 400);
+  await sleep(1200);
+  const after = value(parseExposition(await e.scrape()), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: second.label })!;
+  const usage = second.usageUsec() / 1e6;
+  assert.ok(Math.abs(after / usage - 1) < 0.01, `the new cgroup's own time (${after}) = its cpu.stat (${usage}), not added to the old ${before}`);
+});
