@@ -1,97 +1,101 @@
 // kerntap native addon: a thin layer over libbpf.
 //
 // It opens, loads and attaches BPF objects, reads maps in batches (summing
-// per-CPU copies), runs iterators and reports program stats. Reads and
+// per-CPU copies), runs iterators and reports program stats. Map reads and
 // iterators run on the libuv thread pool, never on the event loop. Every
 // policy decision (what to load, labels, limits) lives in TypeScript; see
 // src/bpf/native.ts for the contract.
+//
+// Errors are JS Errors with `code` (and `errno`, `program`, `capability`,
+// `verifierLog` where they apply), as documented in src/bpf/native.ts.
 #include <napi.h>
 
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <bpf/libbpf.h>
 #include <linux/bpf.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdarg>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <string>
-#include <unistd.h>
+#include <utility>
 #include <vector>
 
 namespace {
 
 const char kBtfPath[] = "/sys/kernel/btf/vmlinux";
-constexpr size_t kLogKeep = 16 * 1024;
+// Default kernel verifier log buffer per program (the `logSize` option).
+// Kernels since 6.4 keep the tail of the log when it does not fit.
+constexpr size_t kDefaultLogSize = 16 * 1024;
+// How much of the verifier log travels on the error as `verifierLog`.
+constexpr size_t kVerifierLogKeep = 4 * 1024;
+// What libbpf printed recently (warnings), for error messages.
+constexpr size_t kPrintKeep = 16 * 1024;
+// Entries per bpf_map_lookup_batch call.
+constexpr uint32_t kDefaultBatch = 4096;
+// The kernel's internal "operation not supported" (not in userspace errno.h).
+constexpr int kENOTSUPP = 524;
 
-// libbpf reports through a process-wide callback. Loads happen on the JS
-// thread only, so one buffer guarded by a mutex is enough.
-std::mutex g_log_mutex;
-std::string g_log;
+std::atomic<uint32_t> g_batch{kDefaultBatch};
+bool g_debug = false;
+
+// libbpf reports through one process-wide callback. Its warnings are kept
+// (bounded) so that error messages can quote the last one; nothing goes to
+// stderr unless KERNTAP_LIBBPF_DEBUG=1.
+std::mutex g_print_mutex;
+std::string g_printed;
 
 int LibbpfPrint(enum libbpf_print_level level, const char* fmt, va_list args) {
-  va_list copy;
-  va_copy(copy, args);
-  if (std::getenv("KERNTAP_LIBBPF_DEBUG")) vfprintf(stderr, fmt, copy);
-  va_end(copy);
+  if (g_debug) {
+    va_list copy;
+    va_copy(copy, args);
+    vfprintf(stderr, fmt, copy);
+    va_end(copy);
+  }
   if (level == LIBBPF_DEBUG) return 0;
-  char buf[2048];
+  char buf[1024];
   vsnprintf(buf, sizeof buf, fmt, args);
-  std::lock_guard<std::mutex> lock(g_log_mutex);
-  g_log += buf;
-  if (g_log.size() > 4 * kLogKeep) g_log.erase(0, g_log.size() - 2 * kLogKeep);
+  std::lock_guard<std::mutex> lock(g_print_mutex);
+  g_printed += buf;
+  if (g_printed.size() > 2 * kPrintKeep) g_printed.erase(0, g_printed.size() - kPrintKeep);
   return 0;
 }
 
-std::string TakeLog() {
-  std::lock_guard<std::mutex> lock(g_log_mutex);
+std::string TakePrinted() {
+  std::lock_guard<std::mutex> lock(g_print_mutex);
   std::string out;
-  out.swap(g_log);
+  out.swap(g_printed);
   return out;
 }
 
-// The verifier log libbpf prints between its BEGIN/END markers, and the
-// program it belongs to.
-struct VerifierReport {
-  std::string program;
-  std::string log;
-};
-
-VerifierReport ExtractVerifierLog(const std::string& log) {
-  VerifierReport r;
-  const std::string begin = "-- BEGIN PROG LOAD LOG --";
-  const std::string end = "-- END PROG LOAD LOG --";
-  size_t b = log.find(begin);
-  if (b == std::string::npos) return r;
-  size_t name_end = log.rfind("':", b);
-  size_t name_start = name_end == std::string::npos ? std::string::npos : log.rfind("prog '", name_end);
-  if (name_start != std::string::npos) r.program = log.substr(name_start + 6, name_end - name_start - 6);
-  size_t start = log.find('\n', b);
-  size_t stop = log.find(end, b);
-  if (start == std::string::npos || stop == std::string::npos || stop < start) return r;
-  r.log = log.substr(start + 1, stop - start - 1);
-  // libbpf prefixes the END marker with "libbpf: prog 'x': "; drop that tail line.
-  size_t last_nl = r.log.rfind('\n');
-  if (last_nl != std::string::npos && r.log.find("libbpf:", last_nl) != std::string::npos) r.log.erase(last_nl + 1);
-  if (r.log.size() > 4096) r.log = r.log.substr(r.log.size() - 4096);
-  return r;
+std::string Trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n");
+  if (b == std::string::npos) return "";
+  size_t e = s.find_last_not_of(" \t\r\n");
+  return s.substr(b, e - b + 1);
 }
 
-// The last meaningful lines of a verifier log, for a one-line message.
+// The last `lines` meaningful lines of a log, joined with " | " for a
+// one-line message. Verifier statistics lines are not meaningful.
 std::string LogTail(const std::string& log, int lines) {
   std::vector<std::string> kept;
   size_t pos = log.size();
   while (pos > 0 && static_cast<int>(kept.size()) < lines) {
     size_t nl = log.rfind('\n', pos - 1);
     size_t from = nl == std::string::npos ? 0 : nl + 1;
-    std::string line = log.substr(from, pos - from);
-    if (!line.empty() && line.find("processed ") != 0 && line.find("verification time") != 0 &&
-        line.find("stack depth") != 0) {
+    std::string line = Trim(log.substr(from, pos - from));
+    if (line.rfind("libbpf: ", 0) == 0) line = line.substr(8);
+    if (!line.empty() && line.rfind("processed ", 0) != 0 && line.rfind("verification time", 0) != 0 &&
+        line.rfind("stack depth", 0) != 0 && line.rfind("-- END PROG LOAD LOG", 0) != 0) {
       kept.insert(kept.begin(), line);
     }
     if (nl == std::string::npos) break;
@@ -102,20 +106,25 @@ std::string LogTail(const std::string& log, int lines) {
   return out;
 }
 
+// The last `keep` bytes of a log, starting at a line boundary.
+std::string TailBytes(const std::string& log, size_t keep) {
+  if (log.size() <= keep) return log;
+  std::string t = log.substr(log.size() - keep);
+  size_t nl = t.find('\n');
+  return nl == std::string::npos || nl + 1 == t.size() ? t : t.substr(nl + 1);
+}
+
 std::string ErrnoName(int err) {
-  switch (err) {
-    case EPERM: return "EPERM";
-    case EACCES: return "EACCES";
-    case ENOENT: return "ENOENT";
-    case EINVAL: return "EINVAL";
-    case E2BIG: return "E2BIG";
-    case ENOMEM: return "ENOMEM";
-    case EBUSY: return "EBUSY";
-    case ENOSPC: return "ENOSPC";
-    case EBADF: return "EBADF";
-    case ENOTSUP: return "ENOTSUP";
-    default: return "E" + std::to_string(err);
-  }
+  if (err == kENOTSUPP) return "ENOTSUPP";
+  const char* name = strerrorname_np(err);
+  return name ? name : "E" + std::to_string(err);
+}
+
+std::string ErrText(int err) {
+  if (err == kENOTSUPP) return "operation not supported";
+  std::string s = strerror(err);
+  if (!s.empty()) s[0] = static_cast<char>(tolower(s[0]));
+  return s;
 }
 
 Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string& message, int err = 0) {
@@ -125,21 +134,60 @@ Napi::Error MakeError(Napi::Env env, const std::string& code, const std::string&
   return e;
 }
 
-Napi::Error PermissionError(Napi::Env env, const std::string& what, int err) {
-  Napi::Error e = MakeError(env, ErrnoName(err),
-                            what + ": permission denied: needs CAP_BPF and CAP_PERFMON (or CAP_SYS_ADMIN)", err);
-  e.Set("capability", Napi::String::New(env, "CAP_BPF"));
-  return e;
+Napi::Error ErrnoError(Napi::Env env, int err, const std::string& message) {
+  return MakeError(env, ErrnoName(err), message, err);
 }
 
-size_t RoundUp8(size_t n) { return (n + 7) & ~static_cast<size_t>(7); }
+std::string Basename(const std::string& p) {
+  size_t s = p.rfind('/');
+  return s == std::string::npos ? p : p.substr(s + 1);
+}
 
 bool IsPerCpu(enum bpf_map_type t) {
   return t == BPF_MAP_TYPE_PERCPU_HASH || t == BPF_MAP_TYPE_PERCPU_ARRAY || t == BPF_MAP_TYPE_LRU_PERCPU_HASH ||
          t == BPF_MAP_TYPE_PERCPU_CGROUP_STORAGE;
 }
 
-// Result of a whole-map read, filled on a worker thread.
+bool IsTracing(enum bpf_prog_type t) {
+  switch (t) {
+    case BPF_PROG_TYPE_KPROBE:
+    case BPF_PROG_TYPE_TRACEPOINT:
+    case BPF_PROG_TYPE_PERF_EVENT:
+    case BPF_PROG_TYPE_RAW_TRACEPOINT:
+    case BPF_PROG_TYPE_RAW_TRACEPOINT_WRITABLE:
+    case BPF_PROG_TYPE_TRACING:
+      return true;
+    default:
+      return false;
+  }
+}
+
+bool IsIter(struct bpf_program* prog) {
+  const char* sec = bpf_program__section_name(prog);
+  return sec && strncmp(sec, "iter/", 5) == 0;
+}
+
+// Bytes of a Buffer (or any TypedArray / DataView) argument.
+std::pair<const uint8_t*, size_t> Bytes(Napi::Env env, const Napi::Value& v, const char* what) {
+  if (v.IsBuffer()) {
+    auto b = v.As<Napi::Buffer<uint8_t>>();
+    return {b.Data(), b.Length()};
+  }
+  if (v.IsTypedArray()) {
+    auto t = v.As<Napi::TypedArray>();
+    return {static_cast<const uint8_t*>(t.ArrayBuffer().Data()) + t.ByteOffset(), t.ByteLength()};
+  }
+  throw Napi::TypeError::New(env, std::string(what) + " must be a Buffer");
+}
+
+std::string StringArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (info.Length() <= i || !info[i].IsString()) throw Napi::TypeError::New(info.Env(), std::string(what) + " must be a string");
+  return info[i].As<Napi::String>();
+}
+
+// ---------------------------------------------------------------------------
+// Whole-map reads (worker thread; no JS).
+
 struct MapRead {
   size_t key_size = 0;
   size_t value_words = 0;
@@ -148,13 +196,14 @@ struct MapRead {
   std::vector<uint64_t> values;
 };
 
-// Reads every element of a map: lookup_batch in chunks, or get_next_key when
-// the map type has no batch support. Per-CPU values are summed per u64 word.
-// Returns 0 or -errno.
-int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int ncpu, MapRead* out) {
-  if (value_size % 8 != 0) return -EINVAL;
+// Reads every element of a map with bpf_map_lookup_batch in chunks, or with
+// get_next_key + lookup when the map type has no batch operations. Per-CPU
+// copies are summed per u64 word. Returns 0 or -errno.
+int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int ncpu, uint32_t chunk, MapRead* out) {
+  if (value_size == 0 || value_size % 8 != 0) return -EINVAL;
   const size_t words = value_size / 8;
-  const size_t stride = percpu ? RoundUp8(value_size) * ncpu : value_size;
+  const int copies = percpu ? ncpu : 1;
+  const size_t stride = value_size * copies;  // value_size is already a multiple of 8
   out->key_size = key_size;
   out->value_words = words;
 
@@ -163,20 +212,23 @@ int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int nc
     size_t base = out->values.size();
     out->values.resize(base + n * words, 0);
     for (size_t i = 0; i < n; i++) {
-      const uint8_t* v = vals + i * stride;
       uint64_t* dst = &out->values[base + i * words];
-      int copies = percpu ? ncpu : 1;
-      size_t cpu_stride = percpu ? RoundUp8(value_size) : 0;
       for (int c = 0; c < copies; c++) {
-        const uint64_t* src = reinterpret_cast<const uint64_t*>(v + c * cpu_stride);
-        for (size_t w = 0; w < words; w++) dst[w] += src[w];
+        const uint8_t* src = vals + i * stride + c * value_size;
+        for (size_t w = 0; w < words; w++) {
+          uint64_t x;
+          memcpy(&x, src + w * 8, 8);
+          dst[w] += x;
+        }
       }
     }
     out->count += n;
   };
 
-  uint32_t chunk = 4096;
+  if (chunk == 0) chunk = 1;
   std::vector<uint8_t> keys, vals;
+  // The batch token is a bucket index for hashes and a key for the generic
+  // (array) implementation.
   std::vector<uint8_t> in_batch(std::max<size_t>(key_size, 8)), out_batch(std::max<size_t>(key_size, 8));
   bool first = true;
   for (;;) {
@@ -187,16 +239,22 @@ int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int nc
     int rc = bpf_map_lookup_batch(fd, first ? nullptr : in_batch.data(), out_batch.data(), keys.data(), vals.data(),
                                   &n, &opts);
     int err = rc < 0 ? errno : 0;
-    if (rc < 0 && err == ENOSPC && n == 0) {  // a hash bucket larger than the chunk
-      chunk *= 2;
-      continue;
-    }
-    if (rc < 0 && err != ENOENT) {
-      if (first && (err == EINVAL || err == ENOTSUP || err == EOPNOTSUPP)) break;  // no batch ops: fall back
+    if (rc < 0 && err != ENOENT && err != EINTR) {
+      if (err == ENOSPC && n == 0) {  // a hash bucket holds more entries than the chunk
+        if (chunk >= (1u << 24)) return -ENOSPC;
+        chunk *= 2;
+        continue;
+      }
+      if (first && n == 0 && (err == EINVAL || err == ENOTSUP || err == kENOTSUPP)) break;  // no batch ops
       return -err;
     }
+    if (n > chunk) return -EIO;
     append(keys.data(), vals.data(), n);
-    if (rc < 0) return 0;  // ENOENT: that was the last batch
+    if (err == ENOENT) return 0;  // that was the last batch
+    if (n == 0) {
+      if (err == EINTR) continue;
+      return 0;  // nothing more (not expected: the kernel reports the end with ENOENT)
+    }
     first = false;
     in_batch = out_batch;
   }
@@ -204,35 +262,34 @@ int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int nc
   // Fallback: one key at a time.
   std::vector<uint8_t> key(key_size), next(key_size), val(stride);
   bool have = false;
-  while (bpf_map_get_next_key(fd, have ? key.data() : nullptr, next.data()) == 0) {
+  for (;;) {
+    if (bpf_map_get_next_key(fd, have ? key.data() : nullptr, next.data()) != 0) {
+      return errno == ENOENT ? 0 : -errno;
+    }
     if (bpf_map_lookup_elem(fd, next.data(), val.data()) == 0) append(next.data(), val.data(), 1);
-    key = next;
+    else if (errno != ENOENT) return -errno;
+    key.swap(next);
     have = true;
   }
-  return errno == ENOENT ? 0 : -errno;
 }
 
-class BpfObject;
-
-// Keeps the JS object alive and its fds open while a worker uses them.
-class Inflight {
- public:
-  explicit Inflight(BpfObject* obj);
-  ~Inflight();
-
- private:
-  BpfObject* obj_;
-};
+// ---------------------------------------------------------------------------
 
 class BpfObject : public Napi::ObjectWrap<BpfObject> {
  public:
   static Napi::Function Init(Napi::Env env);
   explicit BpfObject(const Napi::CallbackInfo& info);
-  ~BpfObject() override { Destroy(); }
+  ~BpfObject() override { Destroy(); }  // also the GC finalizer
 
-  void Acquire() { inflight_++; }
+  // A worker in flight keeps the JS object alive (Ref) and the fds open
+  // (close() is deferred until the last one finishes). JS thread only.
+  void Acquire() {
+    inflight_++;
+    Ref();
+  }
   void Release() {
     if (--inflight_ == 0 && close_requested_) Destroy();
+    Unref();
   }
   int ncpu() const { return ncpu_; }
 
@@ -246,129 +303,64 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value DeleteKeys(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
+  void ApplyOptions(Napi::Env env, const Napi::Object& opts);
+  void SetRodata(Napi::Env env, const Napi::Object& values);
+  void Load(Napi::Env env, size_t log_size);
   struct bpf_map* FindMap(Napi::Env env, const std::string& name);
   void CheckOpen(Napi::Env env);
   void Destroy();
 
   struct bpf_object* obj_ = nullptr;
   std::string path_;
+  std::string what_;  // "loading x.bpf.o"
   std::vector<struct bpf_link*> links_;
   std::map<std::string, struct bpf_link*> iter_links_;
+  bool attached_ = false;
   int ncpu_ = 1;
   int inflight_ = 0;
   bool close_requested_ = false;
 };
 
-Inflight::Inflight(BpfObject* obj) : obj_(obj) {
-  obj_->Acquire();
-  obj_->Ref();
-}
-Inflight::~Inflight() {
-  obj_->Release();
-  obj_->Unref();
-}
-
-std::string Basename(const std::string& p) {
-  size_t s = p.rfind('/');
-  return s == std::string::npos ? p : p.substr(s + 1);
-}
-
 BpfObject::BpfObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfObject>(info) {
   Napi::Env env = info.Env();
-  if (info.Length() < 1 || !info[0].IsString()) throw Napi::TypeError::New(env, "BpfObject(path, options?)");
-  path_ = info[0].As<Napi::String>();
-  Napi::Object opts = info.Length() > 1 && info[1].IsObject() ? info[1].As<Napi::Object>() : Napi::Object::New(env);
-  const std::string what = "loading " + Basename(path_);
+  path_ = StringArg(info, 0, "BpfObject: path");
+  Napi::Object opts = Napi::Object::New(env);
+  if (info.Length() > 1 && !info[1].IsUndefined() && !info[1].IsNull()) {
+    if (!info[1].IsObject()) throw Napi::TypeError::New(env, "BpfObject: options must be an object");
+    opts = info[1].As<Napi::Object>();
+  }
+  what_ = "loading " + Basename(path_);
   ncpu_ = libbpf_num_possible_cpus();
   if (ncpu_ < 1) ncpu_ = 1;
 
-  if (access(path_.c_str(), R_OK) != 0) throw MakeError(env, "ENOENT", "BPF object " + path_ + " not found (run `npm run build`)", ENOENT);
-  if (access(kBtfPath, R_OK) != 0) {
-    throw MakeError(env, "ENOBTF", std::string("kernel BTF missing (") + kBtfPath +
-                                       "): kerntap needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+  size_t log_size = kDefaultLogSize;
+  if (opts.Has("logSize") && !opts.Get("logSize").IsUndefined()) {
+    Napi::Value v = opts.Get("logSize");
+    if (!v.IsNumber() || v.As<Napi::Number>().DoubleValue() < 1) throw Napi::TypeError::New(env, "logSize must be a positive number");
+    log_size = std::clamp<size_t>(static_cast<size_t>(v.As<Napi::Number>().DoubleValue()), 1024, 64u << 20);
   }
 
-  TakeLog();
+  struct stat st;
+  if (stat(path_.c_str(), &st) != 0) {
+    int err = errno;
+    if (err == ENOENT) throw MakeError(env, "ENOENT", "BPF object " + path_ + " not found (run `npm run build`)", ENOENT);
+    throw ErrnoError(env, err, "BPF object " + path_ + ": " + ErrText(err));
+  }
+  if (access(kBtfPath, R_OK) != 0) {
+    throw MakeError(env, "ENOBTF", std::string("kernel BTF not found at ") + kBtfPath +
+                                       ": kerntap needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+  }
+
+  TakePrinted();
   obj_ = bpf_object__open_file(path_.c_str(), nullptr);
   if (!obj_) {
     int err = errno;
-    std::string log = TakeLog();
-    throw MakeError(env, ErrnoName(err), what + ": cannot open: " + strerror(err) + (log.empty() ? "" : " (" + LogTail(log, 1) + ")"), err);
+    std::string tail = LogTail(TakePrinted(), 1);
+    throw ErrnoError(env, err, what_ + ": cannot open: " + ErrText(err) + (tail.empty() ? "" : " (" + tail + ")"));
   }
-
   try {
-    if (opts.Has("maxEntries") && opts.Get("maxEntries").IsObject()) {
-      Napi::Object m = opts.Get("maxEntries").As<Napi::Object>();
-      Napi::Array names = m.GetPropertyNames();
-      for (uint32_t i = 0; i < names.Length(); i++) {
-        std::string name = names.Get(i).As<Napi::String>();
-        struct bpf_map* map = FindMap(env, name);
-        uint32_t n = m.Get(name).As<Napi::Number>().Uint32Value();
-        if (bpf_map__set_max_entries(map, n) != 0) throw MakeError(env, "EINVAL", what + ": cannot size map " + name);
-      }
-    }
-    if (opts.Has("skipPrograms") && opts.Get("skipPrograms").IsArray()) {
-      Napi::Array skip = opts.Get("skipPrograms").As<Napi::Array>();
-      for (uint32_t i = 0; i < skip.Length(); i++) {
-        std::string name = skip.Get(i).As<Napi::String>();
-        struct bpf_program* prog = bpf_object__find_program_by_name(obj_, name.c_str());
-        if (!prog) throw MakeError(env, "ENOENT", what + ": no program named " + name);
-        bpf_program__set_autoload(prog, false);
-      }
-    }
-    if (opts.Has("rodata") && opts.Get("rodata").IsObject()) {
-      Napi::Object ro = opts.Get("rodata").As<Napi::Object>();
-      Napi::Array names = ro.GetPropertyNames();
-      struct bpf_map* rodata = bpf_object__find_map_by_name(obj_, ".rodata");
-      const struct btf* btf = bpf_object__btf(obj_);
-      int sec_id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -1;
-      size_t size = 0;
-      const void* initial = rodata ? bpf_map__initial_value(rodata, &size) : nullptr;
-      // Edited in a copy, then installed with bpf_map__set_initial_value().
-      std::vector<uint8_t> image(static_cast<const uint8_t*>(initial), static_cast<const uint8_t*>(initial) + (initial ? size : 0));
-      uint8_t* data = initial ? image.data() : nullptr;
-      for (uint32_t i = 0; i < names.Length(); i++) {
-        std::string name = names.Get(i).As<Napi::String>();
-        if (!data || sec_id < 0) throw MakeError(env, "ENOENT", what + ": no .rodata section for " + name);
-        const struct btf_type* sec = btf__type_by_id(btf, sec_id);
-        const struct btf_var_secinfo* vs = btf_var_secinfos(sec);
-        bool found = false;
-        for (int v = 0; v < btf_vlen(sec); v++, vs++) {
-          const struct btf_type* var = btf__type_by_id(btf, vs->type);
-          if (name != btf__name_by_offset(btf, var->name_off)) continue;
-          Napi::Buffer<uint8_t> value = ro.Get(name).As<Napi::Buffer<uint8_t>>();
-          if (value.Length() != vs->size || vs->offset + vs->size > size) {
-            throw MakeError(env, "EINVAL", what + ": rodata " + name + " is " + std::to_string(vs->size) +
-                                               " bytes, got " + std::to_string(value.Length()));
-          }
-          memcpy(data + vs->offset, value.Data(), vs->size);
-          found = true;
-          break;
-        }
-        if (!found) throw MakeError(env, "ENOENT", what + ": no const volatile variable named " + name);
-      }
-      if (data && bpf_map__set_initial_value(rodata, image.data(), image.size()) != 0) {
-        throw MakeError(env, "EINVAL", what + ": cannot set .rodata");
-      }
-    }
-
-    TakeLog();
-    int rc = bpf_object__load(obj_);
-    if (rc != 0) {
-      int err = -rc;
-      std::string log = TakeLog();
-      VerifierReport report = ExtractVerifierLog(log);
-      if (!report.log.empty()) {
-        Napi::Error e = MakeError(env, "EVERIFIER",
-                                  what + ": the verifier rejected program " + report.program + ": " + LogTail(report.log, 2), err);
-        e.Set("program", Napi::String::New(env, report.program));
-        e.Set("verifierLog", Napi::String::New(env, report.log));
-        throw e;
-      }
-      if (err == EPERM || err == EACCES) throw PermissionError(env, what, err);
-      std::string tail = LogTail(log, 1);
-      throw MakeError(env, ErrnoName(err), what + ": " + strerror(err) + (tail.empty() ? "" : " (" + tail + ")"), err);
-    }
+    ApplyOptions(env, opts);
+    Load(env, log_size);
   } catch (...) {
     bpf_object__close(obj_);
     obj_ = nullptr;
@@ -376,14 +368,140 @@ BpfObject::BpfObject(const Napi::CallbackInfo& info) : Napi::ObjectWrap<BpfObjec
   }
 }
 
+void BpfObject::ApplyOptions(Napi::Env env, const Napi::Object& opts) {
+  Napi::Value v = opts.Get("maxEntries");
+  if (!v.IsUndefined()) {
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "maxEntries must be an object");
+    Napi::Object m = v.As<Napi::Object>();
+    Napi::Array names = m.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string name = names.Get(i).ToString();
+      struct bpf_map* map = FindMap(env, name);
+      Napi::Value n = m.Get(name);
+      double d = n.IsNumber() ? n.As<Napi::Number>().DoubleValue() : -1;
+      if (d < 1 || d > UINT32_MAX || d != static_cast<double>(static_cast<uint32_t>(d))) {
+        throw Napi::TypeError::New(env, "maxEntries." + name + " must be a positive integer");
+      }
+      int rc = bpf_map__set_max_entries(map, static_cast<uint32_t>(d));
+      if (rc != 0) throw ErrnoError(env, -rc, what_ + ": cannot set max_entries of map " + name + ": " + ErrText(-rc));
+    }
+  }
+  v = opts.Get("skipPrograms");
+  if (!v.IsUndefined()) {
+    if (!v.IsArray()) throw Napi::TypeError::New(env, "skipPrograms must be an array of program names");
+    Napi::Array skip = v.As<Napi::Array>();
+    for (uint32_t i = 0; i < skip.Length(); i++) {
+      std::string name = skip.Get(i).ToString();
+      struct bpf_program* prog = bpf_object__find_program_by_name(obj_, name.c_str());
+      if (!prog) throw MakeError(env, "ENOENT", what_ + ": no program named " + name, ENOENT);
+      bpf_program__set_autoload(prog, false);
+    }
+  }
+  v = opts.Get("rodata");
+  if (!v.IsUndefined()) {
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "rodata must be an object");
+    SetRodata(env, v.As<Napi::Object>());
+  }
+}
+
+// Writes `const volatile` globals into the .rodata image before load. The
+// variable's offset and size come from the object's BTF (DATASEC .rodata).
+void BpfObject::SetRodata(Napi::Env env, const Napi::Object& values) {
+  Napi::Array names = values.GetPropertyNames();
+  if (names.Length() == 0) return;
+  struct bpf_map* rodata = bpf_object__find_map_by_name(obj_, ".rodata");
+  const struct btf* btf = bpf_object__btf(obj_);
+  int sec_id = btf ? btf__find_by_name_kind(btf, ".rodata", BTF_KIND_DATASEC) : -1;
+  size_t size = 0;
+  const void* initial = rodata ? bpf_map__initial_value(rodata, &size) : nullptr;
+  if (!initial || sec_id < 0) {
+    std::string first = names.Get(0u).ToString();
+    throw MakeError(env, "ENOENT", what_ + ": no const volatile variable named " + first + " (the object has no .rodata)", ENOENT);
+  }
+  std::vector<uint8_t> image(static_cast<const uint8_t*>(initial), static_cast<const uint8_t*>(initial) + size);
+  const struct btf_type* sec = btf__type_by_id(btf, sec_id);
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string name = names.Get(i).ToString();
+    const struct btf_var_secinfo* vs = btf_var_secinfos(sec);
+    const struct btf_var_secinfo* found = nullptr;
+    for (int k = 0; k < btf_vlen(sec); k++, vs++) {
+      const struct btf_type* var = btf__type_by_id(btf, vs->type);
+      const char* var_name = var ? btf__name_by_offset(btf, var->name_off) : nullptr;
+      if (var_name && name == var_name) {
+        found = vs;
+        break;
+      }
+    }
+    if (!found) throw MakeError(env, "ENOENT", what_ + ": no const volatile variable named " + name, ENOENT);
+    auto bytes = Bytes(env, values.Get(name), ("rodata." + name).c_str());
+    if (bytes.second != found->size || static_cast<size_t>(found->offset) + found->size > size) {
+      throw MakeError(env, "EINVAL", what_ + ": rodata " + name + " is " + std::to_string(found->size) + " bytes, got " +
+                                         std::to_string(bytes.second), EINVAL);
+    }
+    memcpy(image.data() + found->offset, bytes.first, found->size);
+  }
+  int rc = bpf_map__set_initial_value(rodata, image.data(), image.size());
+  if (rc != 0) throw ErrnoError(env, -rc, what_ + ": cannot set .rodata: " + ErrText(-rc));
+}
+
+// Loads with a verifier log buffer per program: libbpf loads with log level 0
+// and, only if a program fails, loads it again with logging into its buffer.
+void BpfObject::Load(Napi::Env env, size_t log_size) {
+  std::vector<std::pair<struct bpf_program*, std::vector<char>>> logs;
+  bool tracing = false;
+  struct bpf_program* prog;
+  bpf_object__for_each_program(prog, obj_) {
+    if (!bpf_program__autoload(prog)) continue;
+    if (IsTracing(bpf_program__type(prog))) tracing = true;
+    logs.emplace_back(prog, std::vector<char>(log_size, 0));
+  }
+  for (auto& l : logs) bpf_program__set_log_buf(l.first, l.second.data(), l.second.size());
+
+  TakePrinted();
+  int rc = bpf_object__load(obj_);
+  std::string printed = TakePrinted();
+  if (rc == 0) return;
+  int err = -rc;
+
+  for (auto& l : logs) {
+    l.second.back() = '\0';
+    std::string log(l.second.data());
+    if (Trim(log).empty()) continue;
+    // A log that was cut (rolling mode) starts mid-line.
+    if (strnlen(l.second.data(), l.second.size()) >= l.second.size() - 2) log = TailBytes(log, log.size() - 1);
+    std::string name = bpf_program__name(l.first);
+    Napi::Error e = MakeError(env, "EVERIFIER", what_ + ": the verifier rejected program " + name + ": " + LogTail(log, 2), err);
+    e.Set("program", Napi::String::New(env, name));
+    e.Set("verifierLog", Napi::String::New(env, TailBytes(log, kVerifierLogKeep)));
+    throw e;
+  }
+  if (err == EPERM || err == EACCES) {
+    Napi::Error e = ErrnoError(env, err, what_ + ": permission denied: needs CAP_BPF" +
+                                             std::string(tracing ? " and CAP_PERFMON" : "") + " (or root)");
+    e.Set("capability", Napi::String::New(env, "CAP_BPF"));
+    throw e;
+  }
+  // Which program, if libbpf said so ("prog 'x': failed to load: -22").
+  std::string program;
+  size_t p = printed.rfind("prog '");
+  if (p != std::string::npos) {
+    size_t q = printed.find("'", p + 6);
+    if (q != std::string::npos) program = printed.substr(p + 6, q - p - 6);
+  }
+  std::string tail = LogTail(printed, 1);
+  Napi::Error e = ErrnoError(env, err, what_ + ": " + ErrText(err) + (tail.empty() ? "" : " (" + tail + ")"));
+  if (!program.empty()) e.Set("program", Napi::String::New(env, program));
+  throw e;
+}
+
 struct bpf_map* BpfObject::FindMap(Napi::Env env, const std::string& name) {
   struct bpf_map* map = bpf_object__find_map_by_name(obj_, name.c_str());
-  if (!map) throw MakeError(env, "ENOENT", Basename(path_) + ": no map named " + name);
+  if (!map) throw MakeError(env, "ENOENT", Basename(path_) + ": no map named " + name, ENOENT);
   return map;
 }
 
 void BpfObject::CheckOpen(Napi::Env env) {
-  if (!obj_ || close_requested_) throw MakeError(env, "EBADF", Basename(path_) + " is closed");
+  if (!obj_ || close_requested_) throw MakeError(env, "EBADF", Basename(path_) + " is closed", EBADF);
 }
 
 void BpfObject::Destroy() {
@@ -395,33 +513,37 @@ void BpfObject::Destroy() {
   obj_ = nullptr;
 }
 
-bool IsIter(struct bpf_program* prog) {
-  const char* sec = bpf_program__section_name(prog);
-  return sec && strncmp(sec, "iter/", 5) == 0;
-}
-
 Napi::Value BpfObject::Attach(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
+  if (attached_) return env.Undefined();
+  std::vector<struct bpf_link*> links;
+  std::map<std::string, struct bpf_link*> iters;
   struct bpf_program* prog;
   bpf_object__for_each_program(prog, obj_) {
-    if (!bpf_program__autoload(prog)) continue;
-    TakeLog();
-    struct bpf_link* link = IsIter(prog) ? bpf_program__attach_iter(prog, nullptr) : bpf_program__attach(prog);
+    if (!bpf_program__autoload(prog) || bpf_program__fd(prog) < 0) continue;
+    TakePrinted();
+    bool iter = IsIter(prog);
+    struct bpf_link* link = iter ? bpf_program__attach_iter(prog, nullptr) : bpf_program__attach(prog);
     if (!link) {
       int err = errno;
+      for (auto* l : links) bpf_link__destroy(l);
+      for (auto& kv : iters) bpf_link__destroy(kv.second);
       std::string name = bpf_program__name(prog);
-      std::string tail = LogTail(TakeLog(), 1);
+      std::string tail = LogTail(TakePrinted(), 1);
       Napi::Error e = MakeError(env, "EATTACH",
-                                "attaching " + name + " (" + bpf_program__section_name(prog) + "): " + strerror(err) +
-                                    (tail.empty() ? "" : " (" + tail + ")"),
+                                "attaching " + name + " (" + bpf_program__section_name(prog) + ") from " + Basename(path_) +
+                                    ": " + ErrText(err) + (tail.empty() ? "" : " (" + tail + ")"),
                                 err);
       e.Set("program", Napi::String::New(env, name));
       throw e;
     }
-    if (IsIter(prog)) iter_links_[bpf_program__name(prog)] = link;
-    else links_.push_back(link);
+    if (iter) iters[bpf_program__name(prog)] = link;
+    else links.push_back(link);
   }
+  links_ = std::move(links);
+  iter_links_ = std::move(iters);
+  attached_ = true;
   return env.Undefined();
 }
 
@@ -433,11 +555,14 @@ Napi::Value BpfObject::Programs(const Napi::CallbackInfo& info) {
   uint32_t i = 0;
   bpf_object__for_each_program(prog, obj_) {
     int fd = bpf_program__fd(prog);
-    if (fd < 0) continue;
+    if (fd < 0) continue;  // not loaded (skipPrograms)
     struct bpf_prog_info pinfo;
     memset(&pinfo, 0, sizeof pinfo);
     __u32 len = sizeof pinfo;
-    if (bpf_obj_get_info_by_fd(fd, &pinfo, &len) != 0) continue;
+    if (bpf_obj_get_info_by_fd(fd, &pinfo, &len) != 0) {
+      int err = errno;
+      throw ErrnoError(env, err, std::string("program ") + bpf_program__name(prog) + ": cannot get info: " + ErrText(err));
+    }
     Napi::Object o = Napi::Object::New(env);
     o.Set("name", bpf_program__name(prog));
     o.Set("section", bpf_program__section_name(prog));
@@ -457,12 +582,16 @@ Napi::Value BpfObject::Maps(const Napi::CallbackInfo& info) {
   struct bpf_map* map;
   uint32_t i = 0;
   bpf_object__for_each_map(map, obj_) {
-    if (bpf_map__is_internal(map)) continue;
+    if (bpf_map__is_internal(map)) continue;  // .rodata, .bss, .data, .kconfig
+    int fd = bpf_map__fd(map);
+    if (fd < 0) continue;
     struct bpf_map_info minfo;
     memset(&minfo, 0, sizeof minfo);
     __u32 len = sizeof minfo;
-    int fd = bpf_map__fd(map);
-    if (fd < 0 || bpf_obj_get_info_by_fd(fd, &minfo, &len) != 0) continue;
+    if (bpf_obj_get_info_by_fd(fd, &minfo, &len) != 0) {
+      int err = errno;
+      throw ErrnoError(env, err, std::string("map ") + bpf_map__name(map) + ": cannot get info: " + ErrText(err));
+    }
     Napi::Object o = Napi::Object::New(env);
     o.Set("name", bpf_map__name(map));
     o.Set("id", Napi::Number::New(env, minfo.id));
@@ -475,11 +604,14 @@ Napi::Value BpfObject::Maps(const Napi::CallbackInfo& info) {
   return out;
 }
 
-// Base for workers that report failures as errors with a code.
-class CodedWorker : public Napi::AsyncWorker {
+// A worker that settles a promise; failures carry `code` and `errno`.
+class PromiseWorker : public Napi::AsyncWorker {
  public:
-  CodedWorker(Napi::Env env, BpfObject* obj)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), hold_(obj) {}
+  PromiseWorker(Napi::Env env, BpfObject* obj, const char* name)
+      : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), obj_(obj) {
+    obj_->Acquire();
+  }
+  ~PromiseWorker() override { obj_->Release(); }
   Napi::Promise Promise() { return deferred_.Promise(); }
 
  protected:
@@ -488,27 +620,31 @@ class CodedWorker : public Napi::AsyncWorker {
     SetError(message);
   }
   void OnError(const Napi::Error& e) override {
-    Napi::Env env = Env();
-    deferred_.Reject(MakeError(env, ErrnoName(err_), e.Message(), err_).Value());
+    deferred_.Reject(ErrnoError(Env(), err_ ? err_ : EIO, e.Message()).Value());
   }
   Napi::Promise::Deferred deferred_;
 
  private:
-  Inflight hold_;
+  BpfObject* obj_;
   int err_ = 0;
 };
 
-class ReadMapWorker : public CodedWorker {
+Napi::Value Rejected(Napi::Env env, const Napi::Error& e) {
+  auto d = Napi::Promise::Deferred::New(env);
+  d.Reject(e.Value());
+  return d.Promise();
+}
+
+class ReadMapWorker : public PromiseWorker {
  public:
   ReadMapWorker(Napi::Env env, BpfObject* obj, std::string name, int fd, size_t key_size, size_t value_size,
                 bool percpu)
-      : CodedWorker(env, obj), name_(std::move(name)), fd_(fd), key_size_(key_size), value_size_(value_size),
-        percpu_(percpu), ncpu_(obj->ncpu()) {}
+      : PromiseWorker(env, obj, "kerntap.readMap"), name_(std::move(name)), fd_(fd), key_size_(key_size),
+        value_size_(value_size), percpu_(percpu), ncpu_(obj->ncpu()), chunk_(g_batch.load()) {}
 
   void Execute() override {
-    int rc = ReadWholeMap(fd_, key_size_, value_size_, percpu_, ncpu_, &result_);
-    if (rc == -EINVAL && value_size_ % 8 != 0) return Fail(EINVAL, "map " + name_ + ": value size is not a multiple of 8");
-    if (rc != 0) Fail(-rc, "reading map " + name_ + ": " + strerror(-rc));
+    int rc = ReadWholeMap(fd_, key_size_, value_size_, percpu_, ncpu_, chunk_, &result_);
+    if (rc != 0) Fail(-rc, "reading map " + name_ + ": " + ErrText(-rc));
   }
 
   void OnOK() override {
@@ -516,8 +652,8 @@ class ReadMapWorker : public CodedWorker {
     Napi::Object out = Napi::Object::New(env);
     out.Set("count", Napi::Number::New(env, static_cast<double>(result_.count)));
     out.Set("keySize", Napi::Number::New(env, static_cast<double>(result_.key_size)));
-    out.Set("valueWords", Napi::Number::New(env, static_cast<double>(result_.value_words)));
     out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, result_.keys.data(), result_.keys.size()));
+    out.Set("valueWords", Napi::Number::New(env, static_cast<double>(result_.value_words)));
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, result_.values.size() * 8);
     if (!result_.values.empty()) memcpy(ab.Data(), result_.values.data(), result_.values.size() * 8);
     out.Set("values", Napi::BigUint64Array::New(env, result_.values.size(), ab, 0));
@@ -530,40 +666,53 @@ class ReadMapWorker : public CodedWorker {
   size_t key_size_, value_size_;
   bool percpu_;
   int ncpu_;
+  uint32_t chunk_;
   MapRead result_;
 };
 
 Napi::Value BpfObject::ReadMap(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  CheckOpen(env);
-  std::string name = info[0].As<Napi::String>();
-  struct bpf_map* map = FindMap(env, name);
-  auto* w = new ReadMapWorker(env, this, name, bpf_map__fd(map), bpf_map__key_size(map), bpf_map__value_size(map),
-                              IsPerCpu(bpf_map__type(map)));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  try {
+    CheckOpen(env);
+    std::string name = StringArg(info, 0, "readMap: map name");
+    struct bpf_map* map = FindMap(env, name);
+    size_t vsz = bpf_map__value_size(map);
+    if (vsz == 0 || vsz % 8 != 0) {
+      throw MakeError(env, "EINVAL", "reading map " + name + ": value size " + std::to_string(vsz) +
+                                         " is not a multiple of 8 bytes", EINVAL);
+    }
+    auto* w = new ReadMapWorker(env, this, name, bpf_map__fd(map), bpf_map__key_size(map), vsz,
+                                IsPerCpu(bpf_map__type(map)));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  } catch (const Napi::Error& e) {
+    return Rejected(env, e);
+  }
 }
 
-class IterWorker : public CodedWorker {
+class IterWorker : public PromiseWorker {
  public:
   IterWorker(Napi::Env env, BpfObject* obj, std::string name, int link_fd)
-      : CodedWorker(env, obj), name_(std::move(name)), link_fd_(link_fd) {}
+      : PromiseWorker(env, obj, "kerntap.runIter"), name_(std::move(name)), link_fd_(link_fd) {}
 
   void Execute() override {
     int fd = bpf_iter_create(link_fd_);
-    if (fd < 0) return Fail(errno, "creating iterator " + name_ + ": " + strerror(errno));
-    char buf[64 * 1024];
+    if (fd < 0) {
+      int err = errno;
+      return Fail(err, "creating iterator " + name_ + ": " + ErrText(err));
+    }
+    std::vector<uint8_t> buf(64 * 1024);
     for (;;) {
-      ssize_t n = read(fd, buf, sizeof buf);
+      ssize_t n = read(fd, buf.data(), buf.size());
       if (n == 0) break;
       if (n < 0) {
         if (errno == EINTR || errno == EAGAIN) continue;
         int err = errno;
         close(fd);
-        return Fail(err, "reading iterator " + name_ + ": " + strerror(err));
+        return Fail(err, "reading iterator " + name_ + ": " + ErrText(err));
       }
-      data_.insert(data_.end(), buf, buf + n);
+      data_.insert(data_.end(), buf.data(), buf.data() + n);
     }
     close(fd);
   }
@@ -578,39 +727,52 @@ class IterWorker : public CodedWorker {
 
 Napi::Value BpfObject::RunIter(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  CheckOpen(env);
-  std::string name = info[0].As<Napi::String>();
-  auto it = iter_links_.find(name);
-  if (it == iter_links_.end()) throw MakeError(env, "ENOENT", Basename(path_) + ": no attached iterator named " + name);
-  auto* w = new IterWorker(env, this, name, bpf_link__fd(it->second));
-  Napi::Promise p = w->Promise();
-  w->Queue();
-  return p;
+  try {
+    CheckOpen(env);
+    std::string name = StringArg(info, 0, "runIter: program name");
+    auto it = iter_links_.find(name);
+    if (it == iter_links_.end()) {
+      struct bpf_program* prog = bpf_object__find_program_by_name(obj_, name.c_str());
+      std::string why = !prog ? "no program named " + name
+                        : !IsIter(prog) ? "program " + name + " is not an iterator"
+                        : bpf_program__fd(prog) < 0 ? "iterator " + name + " is not loaded"
+                                                    : "iterator " + name + " is not attached (call attach() first)";
+      throw MakeError(env, "ENOENT", Basename(path_) + ": " + why, ENOENT);
+    }
+    auto* w = new IterWorker(env, this, name, bpf_link__fd(it->second));
+    Napi::Promise p = w->Promise();
+    w->Queue();
+    return p;
+  } catch (const Napi::Error& e) {
+    return Rejected(env, e);
+  }
 }
 
 Napi::Value BpfObject::UpdateElem(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
-  std::string name = info[0].As<Napi::String>();
+  std::string name = StringArg(info, 0, "updateElem: map name");
   struct bpf_map* map = FindMap(env, name);
-  Napi::Buffer<uint8_t> key = info[1].As<Napi::Buffer<uint8_t>>();
-  Napi::Buffer<uint8_t> value = info[2].As<Napi::Buffer<uint8_t>>();
+  if (info.Length() < 3) throw Napi::TypeError::New(env, "updateElem(mapName, key, value)");
+  auto key = Bytes(env, info[1], "key");
+  auto value = Bytes(env, info[2], "value");
   size_t ksz = bpf_map__key_size(map), vsz = bpf_map__value_size(map);
-  if (key.Length() != ksz || value.Length() != vsz) {
-    throw MakeError(env, "EINVAL", "map " + name + ": key/value must be " + std::to_string(ksz) + "/" +
-                                       std::to_string(vsz) + " bytes");
+  if (key.second != ksz || value.second != vsz) {
+    throw MakeError(env, "EINVAL", "updating map " + name + ": key/value must be " + std::to_string(ksz) + "/" +
+                                       std::to_string(vsz) + " bytes, got " + std::to_string(key.second) + "/" +
+                                       std::to_string(value.second), EINVAL);
   }
   std::vector<uint8_t> buf;
-  const void* v = value.Data();
-  if (IsPerCpu(bpf_map__type(map))) {
-    size_t stride = RoundUp8(vsz);
+  const void* v = value.first;
+  if (IsPerCpu(bpf_map__type(map))) {  // the same value on every possible CPU
+    size_t stride = (vsz + 7) & ~static_cast<size_t>(7);
     buf.assign(stride * ncpu_, 0);
-    for (int c = 0; c < ncpu_; c++) memcpy(buf.data() + c * stride, value.Data(), vsz);
+    for (int c = 0; c < ncpu_; c++) memcpy(buf.data() + c * stride, value.first, vsz);
     v = buf.data();
   }
-  if (bpf_map_update_elem(bpf_map__fd(map), key.Data(), v, BPF_ANY) != 0) {
+  if (bpf_map_update_elem(bpf_map__fd(map), key.first, v, BPF_ANY) != 0) {
     int err = errno;
-    throw MakeError(env, ErrnoName(err), "updating map " + name + ": " + strerror(err), err);
+    throw ErrnoError(env, err, "updating map " + name + ": " + ErrText(err));
   }
   return env.Undefined();
 }
@@ -618,22 +780,56 @@ Napi::Value BpfObject::UpdateElem(const Napi::CallbackInfo& info) {
 Napi::Value BpfObject::DeleteKeys(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   CheckOpen(env);
-  std::string name = info[0].As<Napi::String>();
+  std::string name = StringArg(info, 0, "deleteKeys: map name");
   struct bpf_map* map = FindMap(env, name);
-  Napi::Buffer<uint8_t> keys = info[1].As<Napi::Buffer<uint8_t>>();
+  if (info.Length() < 2) throw Napi::TypeError::New(env, "deleteKeys(mapName, keys)");
+  auto keys = Bytes(env, info[1], "keys");
   size_t ksz = bpf_map__key_size(map);
-  if (ksz == 0 || keys.Length() % ksz != 0) throw MakeError(env, "EINVAL", "map " + name + ": keys must be a multiple of " + std::to_string(ksz) + " bytes");
-  size_t n = keys.Length() / ksz;
-  int deleted = 0;
-  for (size_t i = 0; i < n; i++) {
-    if (bpf_map_delete_elem(bpf_map__fd(map), keys.Data() + i * ksz) == 0) deleted++;
+  if (ksz == 0 || keys.second % ksz != 0) {
+    throw MakeError(env, "EINVAL", "deleting from map " + name + ": keys must be a multiple of " + std::to_string(ksz) +
+                                       " bytes, got " + std::to_string(keys.second), EINVAL);
   }
-  return Napi::Number::New(env, deleted);
+  const int fd = bpf_map__fd(map);
+  const size_t total = keys.second / ksz;
+  size_t done = 0, deleted = 0;
+  bool batch = true;
+  // The kernel deletes keys in order and stops at the first failure, e.g. a
+  // key that is not there (ENOENT): count what went, skip that key, go on.
+  while (batch && done < total) {
+    uint32_t n = static_cast<uint32_t>(std::min<size_t>(total - done, UINT32_MAX));
+    LIBBPF_OPTS(bpf_map_batch_opts, opts);
+    int rc = bpf_map_delete_batch(fd, keys.first + done * ksz, &n, &opts);
+    if (rc == 0) {
+      deleted += n;
+      done += n;
+      break;
+    }
+    int err = errno;
+    if (n > total - done) n = 0;
+    deleted += n;
+    done += n;
+    if (err == ENOENT) {
+      done++;  // the key that was not there
+    } else if (n == 0 && (err == EINVAL || err == ENOTSUP || err == kENOTSUPP)) {
+      batch = false;  // no batch delete for this map type (or this key is invalid): one at a time
+    } else if (err != EINTR) {
+      throw ErrnoError(env, err, "deleting from map " + name + ": " + ErrText(err));
+    }
+  }
+  for (; done < total; done++) {
+    if (bpf_map_delete_elem(fd, keys.first + done * ksz) == 0) {
+      deleted++;
+    } else if (errno != ENOENT) {
+      int err = errno;
+      throw ErrnoError(env, err, "deleting from map " + name + ": " + ErrText(err));
+    }
+  }
+  return Napi::Number::New(env, static_cast<double>(deleted));
 }
 
 Napi::Value BpfObject::Close(const Napi::CallbackInfo& info) {
   close_requested_ = true;
-  if (inflight_ == 0) Destroy();
+  if (inflight_ == 0) Destroy();  // else the last worker to finish does it
   return info.Env().Undefined();
 }
 
@@ -651,24 +847,44 @@ Napi::Function BpfObject::Init(Napi::Env env) {
                      });
 }
 
+// ---------------------------------------------------------------------------
+// Module functions.
+
 Napi::Value NumPossibleCpus(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), libbpf_num_possible_cpus());
+  int n = libbpf_num_possible_cpus();
+  if (n < 1) throw ErrnoError(info.Env(), -n, "cannot count possible CPUs: " + ErrText(-n));
+  return Napi::Number::New(info.Env(), n);
 }
+
+std::mutex g_btf_mutex;
+struct btf* g_vmlinux_btf = nullptr;
 
 Napi::Value BtfHasType(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  static struct btf* vmlinux = nullptr;
-  static int load_err = 0;
-  if (!vmlinux && !load_err) {
-    vmlinux = btf__load_vmlinux_btf();
-    if (!vmlinux) load_err = errno ? errno : ENOENT;
+  std::string name = StringArg(info, 0, "btfHasType: name");
+  std::string kind = StringArg(info, 1, "btfHasType: kind");
+  __u32 k = kind == "typedef" ? BTF_KIND_TYPEDEF
+            : kind == "struct" ? BTF_KIND_STRUCT
+            : kind == "func"   ? BTF_KIND_FUNC
+            : kind == "enum"   ? BTF_KIND_ENUM
+                               : 0;
+  if (!k) throw MakeError(env, "EINVAL", "btfHasType: unknown BTF kind " + kind + " (typedef, struct, func or enum)", EINVAL);
+  std::lock_guard<std::mutex> lock(g_btf_mutex);
+  if (!g_vmlinux_btf) {  // loaded once, kept for the life of the process
+    if (access(kBtfPath, R_OK) != 0) {
+      throw MakeError(env, "ENOBTF", std::string("kernel BTF not found at ") + kBtfPath +
+                                         ": kerntap needs a kernel built with CONFIG_DEBUG_INFO_BTF=y");
+    }
+    TakePrinted();
+    g_vmlinux_btf = btf__load_vmlinux_btf();
+    if (!g_vmlinux_btf) {
+      int err = errno;
+      std::string tail = LogTail(TakePrinted(), 1);
+      throw MakeError(env, "ENOBTF", std::string("cannot load kernel BTF from ") + kBtfPath + ": " + ErrText(err) +
+                                         (tail.empty() ? "" : " (" + tail + ")"), err);
+    }
   }
-  if (!vmlinux) throw MakeError(env, "ENOBTF", std::string("cannot load kernel BTF (") + kBtfPath + "): " + strerror(load_err), load_err);
-  std::string name = info[0].As<Napi::String>();
-  std::string kind = info[1].As<Napi::String>();
-  __u32 k = kind == "typedef" ? BTF_KIND_TYPEDEF : kind == "struct" ? BTF_KIND_STRUCT : kind == "func" ? BTF_KIND_FUNC : kind == "enum" ? BTF_KIND_ENUM : 0;
-  if (!k) throw MakeError(env, "EINVAL", "unknown BTF kind " + kind);
-  return Napi::Boolean::New(env, btf__find_by_name_kind(vmlinux, name.c_str(), k) >= 0);
+  return Napi::Boolean::New(env, btf__find_by_name_kind(g_vmlinux_btf, name.c_str(), k) >= 0);
 }
 
 Napi::Value EnableStats(const Napi::CallbackInfo& info) {
@@ -676,32 +892,53 @@ Napi::Value EnableStats(const Napi::CallbackInfo& info) {
   int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
   if (fd < 0) {
     int err = errno;
-    Napi::Error e = MakeError(env, ErrnoName(err), std::string("enabling BPF stats: ") + strerror(err) +
-                                                       (err == EPERM ? " (needs CAP_SYS_ADMIN)" : ""), err);
-    if (err == EPERM) e.Set("capability", Napi::String::New(env, "CAP_SYS_ADMIN"));
+    bool perm = err == EPERM || err == EACCES;
+    Napi::Error e = ErrnoError(env, err, std::string("enabling BPF run-time stats: ") + ErrText(err) +
+                                             (perm ? ": needs CAP_SYS_ADMIN (or root)" : ""));
+    if (perm) e.Set("capability", Napi::String::New(env, "CAP_SYS_ADMIN"));
     throw e;
   }
   return Napi::Number::New(env, fd);
 }
 
 Napi::Value CloseFd(const Napi::CallbackInfo& info) {
-  close(info[0].As<Napi::Number>().Int32Value());
-  return info.Env().Undefined();
+  Napi::Env env = info.Env();
+  if (info.Length() < 1 || !info[0].IsNumber()) throw Napi::TypeError::New(env, "closeFd(fd)");
+  int fd = info[0].As<Napi::Number>().Int32Value();
+  if (fd < 0 || close(fd) != 0) {
+    int err = fd < 0 ? EBADF : errno;
+    throw ErrnoError(env, err, "closing fd " + std::to_string(fd) + ": " + ErrText(err));
+  }
+  return env.Undefined();
 }
 
 Napi::Value LibbpfVersion(const Napi::CallbackInfo& info) {
-  return Napi::String::New(info.Env(), std::to_string(libbpf_major_version()) + "." + std::to_string(libbpf_minor_version()));
+  return Napi::String::New(info.Env(), std::to_string(LIBBPF_MAJOR_VERSION) + "." + std::to_string(LIBBPF_MINOR_VERSION));
+}
+
+// Test hook (not part of the typed interface): entries per lookup_batch call,
+// small values force hash buckets larger than a batch (ENOSPC handling).
+Napi::Value SetBatchSize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  uint32_t previous = g_batch.load();
+  if (info.Length() > 0 && info[0].IsNumber()) {
+    uint32_t n = info[0].As<Napi::Number>().Uint32Value();
+    g_batch.store(n ? n : kDefaultBatch);
+  }
+  return Napi::Number::New(env, previous);
 }
 
 Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
+  const char* debug = std::getenv("KERNTAP_LIBBPF_DEBUG");
+  g_debug = debug && strcmp(debug, "1") == 0;
   libbpf_set_print(LibbpfPrint);
-  libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
   exports.Set("BpfObject", BpfObject::Init(env));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
   exports.Set("btfHasType", Napi::Function::New(env, BtfHasType));
   exports.Set("enableStats", Napi::Function::New(env, EnableStats));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion));
+  exports.Set("_setBatchSize", Napi::Function::New(env, SetBatchSize));
   return exports;
 }
 

@@ -43,8 +43,12 @@ export interface Receiver {
   stop(): Promise<void>;
 }
 
-export async function startReceiver(failFirstSeconds = 0): Promise<Receiver> {
-  const args = [path.join(ROOT, 'test/helpers/otlp_receiver.py'), ...(failFirstSeconds ? ['--fail-first-seconds', String(failFirstSeconds)] : [])];
+export async function startReceiver(failFirstSeconds = 0, tls?: { cert: string; key: string; clientCa?: string }): Promise<Receiver> {
+  const args = [
+    path.join(ROOT, 'test/helpers/otlp_receiver.py'),
+    ...(failFirstSeconds ? ['--fail-first-seconds', String(failFirstSeconds)] : []),
+    ...(tls ? ['--tls', tls.cert, tls.key, ...(tls.clientCa ? ['--client-ca', tls.clientCa] : [])] : []),
+  ];
   const child: ChildProcess = spawn(RECEIVER_PYTHON, args, { stdio: ['ignore', 'pipe', 'inherit'] });
   const records: OtlpRecord[] = [];
   let buf = '';
@@ -63,7 +67,7 @@ export async function startReceiver(failFirstSeconds = 0): Promise<Receiver> {
     });
   });
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     records,
     async waitFor(ok, timeoutMs = 20_000) {
       const deadline = Date.now() + timeoutMs;

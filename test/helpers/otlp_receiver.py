@@ -4,7 +4,9 @@ protobuf bindings (opentelemetry-proto): it decodes http/protobuf and
 http/json requests with the generated classes and google.protobuf's JSON
 mapping, and prints each request as one JSON line on stdout.
 
-  otlp_receiver.py [--fail-first-seconds S]   (answers 503 for the first S seconds)
+  otlp_receiver.py [--fail-first-seconds S] [--tls CERT KEY [--client-ca CA]]
+    --fail-first-seconds: answer 503 for the first S seconds
+    --tls: serve HTTPS; --client-ca: require a client certificate signed by CA (mTLS)
 
 Prints "listening <port>" first. Bound to 127.0.0.1 on a free port.
 """
@@ -80,9 +82,24 @@ class Handler(BaseHTTPRequestHandler):
 def main():
     global FAIL_UNTIL
     args = sys.argv[1:]
-    if args[:1] == ["--fail-first-seconds"]:
-        FAIL_UNTIL = time.time() + float(args[1])
+    tls = client_ca = None
+    while args:
+        flag = args.pop(0)
+        if flag == "--fail-first-seconds":
+            FAIL_UNTIL = time.time() + float(args.pop(0))
+        elif flag == "--tls":
+            tls = (args.pop(0), args.pop(0))
+        elif flag == "--client-ca":
+            client_ca = args.pop(0)
     srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    if tls:
+        import ssl
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(*tls)
+        if client_ca:
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            ctx.load_verify_locations(client_ca)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     print(f"listening {srv.server_address[1]}", flush=True)
     srv.serve_forever()
 

@@ -153,6 +153,27 @@ test('a receiver answering 503 for a while: kerntap keeps serving, counts failur
   assert.ok((exporter.stderr().match(/OTLP export failed/g) ?? []).length <= 2, 'failures logged without flooding');
 });
 
+test('OTLP over TLS with a custom CA and an mTLS client certificate', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
+  const { makeCerts } = await import('../helpers/certs.js');
+  const certs = makeCerts();
+  const receiver = await startReceiver(0, { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca });
+  running.push(receiver);
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '500', OTEL_EXPORTER_OTLP_CERTIFICATE: certs.ca };
+  const mtls = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_CLIENT_KEY: certs.clientKey, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: certs.clientCert } });
+  running.push(mtls);
+  await receiver.waitFor((r) => r.some((x) => x.status === 200));
+  await mtls.stop();
+  // Without a client certificate the receiver refuses the handshake: counted as failures.
+  const noCert = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_TIMEOUT: '500' } });
+  running.push(noCert);
+  const seen = receiver.records.length;
+  await sleep(3000);
+  const s = parseExposition(await noCert.scrape());
+  assert.equal(receiver.records.length, seen, 'nothing got through without the client certificate');
+  assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1);
+});
+
 test('bad OTLP settings fail at start with one line naming the variable', async (t) => {
   if (!requireBpf(t)) return;
   const { spawnSync } = await import('node:child_process');

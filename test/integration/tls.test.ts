@@ -4,7 +4,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -12,25 +12,17 @@ import bcrypt from 'bcryptjs';
 import { BIN, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter } from '../helpers/exporter.js';
 import { havePrometheus, startPrometheus } from '../helpers/prometheus.js';
+import { makeCerts } from '../helpers/certs.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 after(async () => {
   for (const c of cleanup.reverse()) await c();
 });
 
-/** A CA and a server certificate for 127.0.0.1, made with openssl. */
-function makeCerts(dir: string) {
-  const o = (...args: string[]) => execFileSync('openssl', args, { cwd: dir, stdio: 'pipe' });
-  o('req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'ca.key', '-out', 'ca.crt', '-days', '1', '-subj', '/CN=kerntap test CA');
-  o('req', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes', '-keyout', 'server.key', '-out', 'server.csr', '-subj', '/CN=127.0.0.1');
-  writeFileSync(path.join(dir, 'san.ext'), 'subjectAltName=IP:127.0.0.1\n');
-  o('x509', '-req', '-in', 'server.csr', '-CA', 'ca.crt', '-CAkey', 'ca.key', '-CAcreateserial', '-out', 'server.crt', '-days', '1', '-extfile', 'san.ext');
-}
-
 test('TLS and basic auth: curl and Prometheus scrape over TLS; wrong or missing credentials get 401', async (t) => {
   if (!requireBpf(t) || !requireTool(t, 'prometheus', havePrometheus())) return;
-  const dir = mkdtempSync(path.join(tmpdir(), 'kt-tls-'));
-  makeCerts(dir);
+  const certs = makeCerts();
+  const dir = certs.dir;
   const password = 'correct horse battery staple';
   const webConfig = path.join(dir, 'web.yml');
   writeFileSync(webConfig, `tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  alice: ${bcrypt.hashSync(password, 10)}\n`);
