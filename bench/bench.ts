@@ -405,7 +405,7 @@ async function growth(nginx: Nginx) {
   const k = await startExporter();
   const eventRate = [];
   const cpus = [];
-  const exporter: { connections: number; cgroups: number; cpuMsPerPoll: number; pollMs: number; rssMB: number }[] = [];
+  const exporter: { growing: string; connections: number; cgroups: number; cpuMsPerPoll: number; pollMs: number; rssMB: number }[] = [];
   const conns = new ConnectionPool();
   const cgroups = new CgroupPool();
   try {
@@ -413,7 +413,8 @@ async function growth(nginx: Nginx) {
       const c0 = await kerntapCounters(k);
       const t0 = performance.now();
       const rps = wrk(nginx.port, { seconds: P.stepS, close: true, connections });
-      const hooks = hookCosts(c0, await kerntapCounters(k), (performance.now() - t0) / 1000);
+      const seconds = (performance.now() - t0) / 1000;
+      const hooks = hookCosts(c0, await kerntapCounters(k), seconds);
       eventRate.push({ wrkConnections: connections, requestsPerS: rps, hooks });
       log(`growth: event rate at ${connections} wrk connections: ${rps.toFixed(0)} req/s`);
     }
@@ -422,7 +423,8 @@ async function growth(nginx: Nginx) {
       const c0 = await kerntapCounters(k);
       const t0 = performance.now();
       const rps = wrk(nginx.port, { seconds: P.stepS, close: true, cpus: set });
-      const hooks = hookCosts(c0, await kerntapCounters(k), (performance.now() - t0) / 1000);
+      const seconds = (performance.now() - t0) / 1000;
+      const hooks = hookCosts(c0, await kerntapCounters(k), seconds);
       cpus.push({ cpus: set.includes('-') ? 2 : 1, requestsPerS: rps, hooks });
       log(`growth: workload on CPUs ${set}: ${rps.toFixed(0)} req/s`);
     }
@@ -431,7 +433,7 @@ async function growth(nginx: Nginx) {
 
     // Exporter cost: its own self-metrics, over a window of 1 s polls.
     const e = await startExporter(['--poll.interval', '1s']);
-    const measure = async () => {
+    const measure = async (growing: string) => {
       await sleep(2000);
       const first = parseExposition(await e.scrape());
       const polls: number[] = [];
@@ -442,7 +444,7 @@ async function growth(nginx: Nginx) {
       const last = parseExposition(await e.scrape());
       const cpu = (s: typeof first) => value(s, 'kerntap_process_cpu_time_seconds_total')!;
       exporter.push({
-        connections: conns.size, cgroups: cgroups.size,
+        growing, connections: conns.size, cgroups: cgroups.size,
         cpuMsPerPoll: ((cpu(last) - cpu(first)) * 1000) / (P.stepS + 1),
         pollMs: median(polls), rssMB: value(last, 'kerntap_process_memory_rss_bytes')! / 1e6,
       });
@@ -451,12 +453,12 @@ async function growth(nginx: Nginx) {
     try {
       for (const n of P.connSteps) {
         await conns.grow(n);
-        await measure();
+        await measure('connections');
       }
       conns.close();
       for (const n of P.cgroupSteps) {
         await cgroups.grow(n);
-        await measure();
+        await measure('cgroups');
       }
     } finally {
       await e.stop();

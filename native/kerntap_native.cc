@@ -240,12 +240,14 @@ int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int nc
                                   &n, &opts);
     int err = rc < 0 ? errno : 0;
     if (rc < 0 && err != ENOENT && err != EINTR) {
-      if (err == ENOSPC && n == 0) {  // a hash bucket holds more entries than the chunk
+      // On errors found before the walk (e.g. no batch support) the kernel
+      // leaves the count as passed in, so n means nothing here.
+      if (err == ENOSPC) {  // a hash bucket holds more entries than the chunk
         if (chunk >= (1u << 24)) return -ENOSPC;
         chunk *= 2;
         continue;
       }
-      if (first && n == 0 && (err == EINVAL || err == ENOTSUP || err == kENOTSUPP)) break;  // no batch ops
+      if (first && (err == EINVAL || err == ENOTSUP || err == kENOTSUPP)) break;  // no batch ops: fall back
       return -err;
     }
     if (n > chunk) return -EIO;
@@ -805,13 +807,17 @@ Napi::Value BpfObject::DeleteKeys(const Napi::CallbackInfo& info) {
       break;
     }
     int err = errno;
-    if (n > total - done) n = 0;
+    // The count is written back only once the kernel has walked the keys;
+    // errors found earlier (no batch support) leave it as passed in, and a
+    // walk that failed on key i reports i < n.
+    uint32_t asked = static_cast<uint32_t>(std::min<size_t>(total - done, UINT32_MAX));
+    if (n >= asked) n = 0;
     deleted += n;
     done += n;
     if (err == ENOENT) {
       done++;  // the key that was not there
-    } else if (n == 0 && (err == EINVAL || err == ENOTSUP || err == kENOTSUPP)) {
-      batch = false;  // no batch delete for this map type (or this key is invalid): one at a time
+    } else if (err == EINVAL || err == ENOTSUP || err == kENOTSUPP) {
+      batch = false;  // no batch delete for this map type (or this key is refused): one at a time
     } else if (err != EINTR) {
       throw ErrnoError(env, err, "deleting from map " + name + ": " + ErrText(err));
     }

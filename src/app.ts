@@ -27,6 +27,7 @@ import { buildServer, parseListenAddress } from './server.js';
 import type { OtlpPipeline } from './exporters/otlp.js';
 import { resolveOtlpSettings } from './exporters/otlp-settings.js';
 import type { WebConfig } from './webconfig.js';
+import { dropPrivileges } from './privileges.js';
 import { VERSION } from './version.js';
 
 export class StartupError extends Error {
@@ -155,6 +156,10 @@ export class Kerntap {
         const e = err as NodeJS.ErrnoException;
         const what = e.code === 'EADDRINUSE' ? 'address already in use' : e.code === 'EACCES' ? 'permission denied' : e.message;
         throw new StartupError(`cannot listen on ${overrides.listenAddress ?? config.web.listen_address}: ${what}`);
+      }
+      if (config.security.drop_privileges) {
+        const drop = dropPrivileges(config.security.run_as_uid, config.security.run_as_gid, log);
+        if (!drop.dropped) log.info(drop.reason);
       }
       log.info({ address: app.address, path: config.web.telemetry_path, tls: Boolean(overrides.web?.https), basic_auth: Boolean(overrides.web?.users), collectors: running.map((r) => r.name) }, 'kerntap listening');
       return app;

@@ -58,6 +58,14 @@ export function configSchema() {
         max_label_length: z.number().int().min(16).max(65_536).default(512),
       })
       .default({ max_series_per_metric: 10_000, max_label_length: 512 }),
+    security: z
+      .strictObject({
+        /** After everything is loaded, attached and listening, a root kerntap switches to this uid/gid, dropping every capability. */
+        drop_privileges: z.boolean().default(true),
+        run_as_uid: z.number().int().min(1).max(4_294_967_294).default(65534),
+        run_as_gid: z.number().int().min(1).max(4_294_967_294).default(65534),
+      })
+      .default({ drop_privileges: true, run_as_uid: 65534, run_as_gid: 65534 }),
     bpf: z
       .strictObject({
         /** Turn on kernel BPF run-time stats (BPF_ENABLE_STATS) for the program self-metrics. Costs ~20ns per event. */
