@@ -11,22 +11,43 @@ import { ROOT, requireBpf, requireTool } from '../helpers/env.js';
 
 const have = (cmd: string) => spawnSync('sh', ['-c', `command -v ${cmd}`]).status === 0;
 
+interface HookCost { nsPerEvent: number; events: number }
+
 test('bench/run.sh --smoke measures every part', (t) => {
   if (!requireBpf(t)) return;
-  for (const tool of ['wrk', 'nginx', 'bpftrace', 'bpftool']) if (!requireTool(t, tool, have(tool))) return;
+  for (const tool of ['wrk', 'nginx', 'bpftrace', 'bpftool', 'taskset', 'ss']) if (!requireTool(t, tool, have(tool))) return;
   const r = spawnSync('bash', [path.join(ROOT, 'bench/run.sh'), '--smoke'], { encoding: 'utf8', timeout: 300_000 });
   assert.equal(r.status, 0, r.stderr.slice(-2000));
   const res = JSON.parse(readFileSync(path.join(ROOT, 'bench/results/smoke.json'), 'utf8'));
+
   const hooks = Object.fromEntries(res.inKernel.map((x: { hook: string }) => [x.hook, x]));
-  for (const hook of ['sched_switch', 'tcp_probe', 'inet_sock_set_state']) {
-    assert.ok(hooks[hook]?.kerntapNs > 0 && hooks[hook].events > 0, `kerntap ns/event on ${hook}`);
-    assert.ok(hooks[hook].bpftraceNs > 0, `bpftrace ns/event on ${hook}`);
+  for (const hook of ['sched_switch', 'tcp_probe', 'inet_sock_set_state', 'tcp_send_reset', 'tcp_receive_reset']) {
+    assert.ok(hooks[hook]?.kerntapNs > 0 && hooks[hook].events > 0, `kerntap ns/event on ${hook}: ${JSON.stringify(hooks[hook])}`);
+    assert.ok(hooks[hook].bpftraceNs > 0 && hooks[hook].bpftraceEvents > 0, `bpftrace ns/event on ${hook}`);
+    assert.ok(hooks[hook].kerntapNs < 100_000, `${hook}: ${hooks[hook].kerntapNs} ns/event is not a BPF program's cost`);
   }
+
   for (const mode of ['connection_per_request', 'keep_alive']) {
     const a = res.appOverhead[mode];
-    assert.ok(a.rpsOff > 0 && a.rpsOn > 0 && a.median > 0.5 && a.median < 1.5, `${mode} A/B ratio ${a.median}`);
+    // One 1-second round measures nothing on a shared machine; it proves both sides ran.
+    assert.ok(a.rpsOff > 0 && a.rpsOn > 0 && Number.isFinite(a.median) && a.median > 0, `${mode} A/B ratio ${a.median}`);
   }
-  assert.ok(res.render.every((x: { bytes: number; renderMs: number }) => x.bytes > 0 && x.renderMs > 0));
-  assert.equal(res.batchRead.entries, 10000);
+
+  // Every rendered series parses back as one sample.
+  for (const x of res.render) {
+    assert.equal(x.lines, x.series, `render of ${x.series} series`);
+    assert.ok(x.renderMs > 0 && x.trackMs > 0 && x.maxEventLoopBlockMs > 0);
+  }
+  assert.deepEqual(res.batchRead.map((x: { entries: number }) => x.entries), [1000, 10000]);
+
+  // Connections counted by the kernel (ss), not by the generator.
+  assert.equal(res.scale.connections, 200);
   assert.ok(res.scale.maxRssMB > 10 && res.scale.cpuPercentOfCore >= 0 && res.scale.series > 20);
+
+  const rates = res.growth.eventRate.map((s: { hooks: Record<string, HookCost> }) => s.hooks.inet_sock_set_state!.events);
+  assert.ok(rates.every((n: number) => n > 0), `state changes seen at every event rate: ${rates}`);
+  assert.deepEqual(res.growth.cpus.map((s: { cpus: number }) => s.cpus), [1, 2]);
+  const conns = res.growth.exporter.filter((x: { growing: string }) => x.growing === 'connections');
+  assert.deepEqual(conns.map((x: { connections: number }) => x.connections), [0, 200]);
+  assert.ok(res.growth.exporter.every((x: { pollMs: number; cpuMsPerPoll: number; rssMB: number }) => x.pollMs > 0 && x.cpuMsPerPoll > 0 && x.rssMB > 10));
 });
