@@ -43,10 +43,10 @@ export interface Receiver {
   stop(): Promise<void>;
 }
 
-export async function startReceiver(failFirstSeconds = 0, tls?: { cert: string; key: string; clientCa?: string }): Promise<Receiver> {
+export async function startReceiver(failFirstRequests = 0, tls?: { cert: string; key: string; clientCa?: string }): Promise<Receiver> {
   const args = [
     path.join(ROOT, 'test/helpers/otlp_receiver.py'),
-    ...(failFirstSeconds ? ['--fail-first-seconds', String(failFirstSeconds)] : []),
+    ...(failFirstRequests ? ['--fail-first-requests', String(failFirstRequests)] : []),
     ...(tls ? ['--tls', tls.cert, tls.key, ...(tls.clientCa ? ['--client-ca', tls.clientCa] : [])] : []),
   ];
   const child: ChildProcess = spawn(RECEIVER_PYTHON, args, { stdio: ['ignore', 'pipe', 'inherit'] });

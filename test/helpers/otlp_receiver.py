@@ -4,8 +4,8 @@ protobuf bindings (opentelemetry-proto): it decodes http/protobuf and
 http/json requests with the generated classes and google.protobuf's JSON
 mapping, and prints each request as one JSON line on stdout.
 
-  otlp_receiver.py [--fail-first-seconds S] [--tls CERT KEY [--client-ca CA]]
-    --fail-first-seconds: answer 503 for the first S seconds
+  otlp_receiver.py [--fail-first-requests N] [--tls CERT KEY [--client-ca CA]]
+    --fail-first-requests: answer 503 to the first N requests
     --tls: serve HTTPS; --client-ca: require a client certificate signed by CA (mTLS)
 
 Prints "listening <port>" first. Bound to 127.0.0.1 on a free port.
@@ -13,7 +13,7 @@ Prints "listening <port>" first. Bound to 127.0.0.1 on a free port.
 import gzip
 import json
 import sys
-import time
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from google.protobuf import json_format
@@ -22,7 +22,8 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
     ExportMetricsServiceResponse,
 )
 
-FAIL_UNTIL = 0.0
+FAIL_LEFT = 0
+LOCK = threading.Lock()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -46,7 +47,10 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
         ctype = self.headers.get("content-type", "")
-        status = 503 if time.time() < FAIL_UNTIL else 200
+        global FAIL_LEFT
+        with LOCK:
+            status = 503 if FAIL_LEFT > 0 else 200
+            FAIL_LEFT = max(0, FAIL_LEFT - 1)
         req = ExportMetricsServiceRequest()
         if ctype.startswith("application/x-protobuf"):
             req.ParseFromString(body)
@@ -80,13 +84,13 @@ class Handler(BaseHTTPRequestHandler):
 
 
 def main():
-    global FAIL_UNTIL
+    global FAIL_LEFT
     args = sys.argv[1:]
     tls = client_ca = None
     while args:
         flag = args.pop(0)
-        if flag == "--fail-first-seconds":
-            FAIL_UNTIL = time.time() + float(args.pop(0))
+        if flag == "--fail-first-requests":
+            FAIL_LEFT = int(args.pop(0))
         elif flag == "--tls":
             tls = (args.pop(0), args.pop(0))
         elif flag == "--client-ca":
