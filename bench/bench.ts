@@ -94,9 +94,9 @@ const HOOKS: Record<string, string> = {
 };
 
 /** ns/event per hook for the programs that appear while `attach` runs the workload. */
-async function costPerHook(nginxPort: number, attach: () => Promise<() => Promise<void>>): Promise<Record<string, { nsPerEvent: number; events: number }>> {
+async function costPerHook(nginxPort: number, attach: (before: Set<number>) => Promise<() => Promise<void>>): Promise<Record<string, { nsPerEvent: number; events: number }>> {
   const before = new Set(progs().map((p) => p.id));
-  const detach = await attach();
+  const detach = await attach(before);
   await sleep(1000);
   const ours = () => progs().filter((p) => !before.has(p.id) && HOOKS[p.name]);
   const start = new Map(ours().map((p) => [p.id, p]));
@@ -122,9 +122,13 @@ async function inKernelCost(nginxPort: number) {
     return () => k.stop();
   });
   log('in-kernel cost: bpftrace');
-  const bpftrace = await costPerHook(nginxPort, async () => {
+  const bpftrace = await costPerHook(nginxPort, async (before) => {
     const bt = spawn('bpftrace', [path.join(ROOT, 'bench/bpftrace/equivalent.bt')], { stdio: ['ignore', 'ignore', 'ignore'] });
-    for (let i = 0; i < 100 && !progs().some((p) => p.name === 'tcp_receive_res'); i++) await sleep(100);
+    // bpftrace compiles its programs with LLVM first: allow a loaded machine a minute.
+    for (let i = 0; !progs().some((p) => p.name === 'tcp_receive_res' && !before.has(p.id)); i++) {
+      if (i > 600 || bt.exitCode !== null) throw new Error('bpftrace did not attach its programs');
+      await sleep(100);
+    }
     return async () => {
       bt.kill('SIGINT');
       await new Promise((r) => bt.on('exit', r));

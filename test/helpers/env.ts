@@ -1,5 +1,6 @@
 /** Where the tests are and whether the real kernel can be used. */
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TestContext } from 'node:test';
@@ -34,4 +35,24 @@ export function requireTool(t: TestContext, tool: string, found: boolean): boole
   if (IN_CI) throw new Error(`required tool missing in CI: ${tool}`);
   t.skip(`${tool} not installed`);
   return false;
+}
+
+/** BPF program ids a process holds (prog and link fds), from /proc/<pid>/fdinfo. */
+export function bpfProgramsOf(pid: number): number[] {
+  const ids = new Set<number>();
+  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+    try {
+      const m = /^prog_id:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'));
+      if (m) ids.add(Number(m[1]));
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return [...ids];
+}
+
+/** Ids of every BPF program loaded in the kernel now. */
+export function loadedBpfPrograms(): Set<number> {
+  const out = execFileSync('bpftool', ['prog', 'show', '-j'], { encoding: 'utf8' });
+  return new Set((JSON.parse(out) as { id: number }[]).map((p) => p.id));
 }

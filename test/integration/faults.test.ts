@@ -6,8 +6,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
-import { requireBpf } from '../helpers/env.js';
+import { bpfProgramsOf, loadedBpfPrograms, requireBpf } from '../helpers/env.js';
 import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, find, value } from '../helpers/exposition.js';
@@ -23,7 +22,6 @@ async function exporterWith(args: string[] = []): Promise<Exporter> {
   return e;
 }
 
-const loadedIds = () => new Set((JSON.parse(spawnSync('bpftool', ['prog', 'show', '-j'], { encoding: 'utf8' }).stdout) as { id: number }[]).map((p) => p.id));
 
 test('200 concurrent scrapes: all 200 OK, complete, and from the same snapshot', async (t) => {
   if (!requireBpf(t)) return;
@@ -39,16 +37,15 @@ test('200 concurrent scrapes: all 200 OK, complete, and from the same snapshot',
 
 test('SIGKILL leaves no program loaded: nothing is pinned', async (t) => {
   if (!requireBpf(t)) return;
-  const before = loadedIds();
   const e = await startExporter();
-  const ours = [...loadedIds()].filter((id) => !before.has(id));
+  const ours = bpfProgramsOf(e.pid);
   assert.ok(ours.length > 0);
   await e.stop('SIGKILL');
   const t0 = Date.now();
   let left = ours;
   while (left.length > 0 && Date.now() - t0 < 3000) {
     await sleep(50);
-    const now = loadedIds();
+    const now = loadedBpfPrograms();
     left = ours.filter((id) => now.has(id));
   }
   assert.deepEqual(left, []);
