@@ -103,14 +103,16 @@ async function costPerHook(nginxPort: number, attach: (before: Set<number>) => P
   const load = schedLoad(P.workloadS);
   wrk(nginxPort, P.workloadS, true);
   load.kill();
-  const out: Record<string, { nsPerEvent: number; events: number }> = {};
+  const totals: Record<string, { ns: number; runs: number }> = {};
   for (const p of ours()) {
     const s = start.get(p.id);
-    const runs = (p.run_cnt ?? 0) - (s?.run_cnt ?? 0);
-    const ns = (p.run_time_ns ?? 0) - (s?.run_time_ns ?? 0);
-    const hook = HOOKS[p.name]!;
-    out[hook] = { nsPerEvent: runs > 0 ? ns / runs : 0, events: runs };
+    if (!s) continue; // appeared during the workload: someone else's
+    const t = (totals[HOOKS[p.name]!] ??= { ns: 0, runs: 0 });
+    t.runs += (p.run_cnt ?? 0) - (s.run_cnt ?? 0);
+    t.ns += (p.run_time_ns ?? 0) - (s.run_time_ns ?? 0);
   }
+  const out: Record<string, { nsPerEvent: number; events: number }> = {};
+  for (const [hook, t] of Object.entries(totals)) out[hook] = { nsPerEvent: t.runs > 0 ? t.ns / t.runs : 0, events: t.runs };
   await detach();
   return out;
 }
