@@ -36,6 +36,7 @@ export interface OtlpSettings {
   intervalMs: number;
   temporality: Temporality;
   histogram: HistogramForm;
+  /** What the user set: OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME, then the file; these override kerntap's own. */
   resourceAttributes: Record<string, string>;
 }
 
@@ -50,23 +51,26 @@ function pick(env: Env, suffix: string): { name: string; value: string } | undef
   return undefined;
 }
 
-/** "k1=v1,k2=v2" with percent-encoded values (W3C baggage style). */
-export function parseHeaders(text: string, source: string): Record<string, string> {
-  const headers: Record<string, string> = {};
+/**
+ * "k1=v1,k2=v2" with percent-encoded values (W3C baggage style), the format
+ * of both OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES.
+ */
+export function parseKeyValues(text: string, source: string): Record<string, string> {
+  const entries: Record<string, string> = {};
   for (const [i, part] of text.split(',').entries()) {
     if (part.trim() === '') continue;
     const eq = part.indexOf('=');
     const key = eq > 0 ? part.slice(0, eq).trim() : '';
     if (!/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(key)) {
-      throw new ConfigError(`${source}: malformed header #${i + 1} (expected key=value, comma separated)`);
+      throw new ConfigError(`${source}: malformed entry #${i + 1} (expected key=value, comma separated)`);
     }
     try {
-      headers[key] = decodeURIComponent(part.slice(eq + 1).trim());
+      entries[key] = decodeURIComponent(part.slice(eq + 1).trim());
     } catch {
-      throw new ConfigError(`${source}: header ${key} has a malformed percent-encoding`);
+      throw new ConfigError(`${source}: ${key} has a malformed percent-encoding`);
     }
   }
-  return headers;
+  return entries;
 }
 
 function checkUrl(url: string, source: string): string {
@@ -117,8 +121,8 @@ export function resolveOtlpSettings(file: OtlpFileConfig, env: Env = process.env
   const headers: Record<string, string> = {};
   const general = env.OTEL_EXPORTER_OTLP_HEADERS;
   const specific = env.OTEL_EXPORTER_OTLP_METRICS_HEADERS;
-  if (general) Object.assign(headers, parseHeaders(general, 'OTEL_EXPORTER_OTLP_HEADERS'));
-  if (specific) Object.assign(headers, parseHeaders(specific, 'OTEL_EXPORTER_OTLP_METRICS_HEADERS'));
+  if (general) Object.assign(headers, parseKeyValues(general, 'OTEL_EXPORTER_OTLP_HEADERS'));
+  if (specific) Object.assign(headers, parseKeyValues(specific, 'OTEL_EXPORTER_OTLP_METRICS_HEADERS'));
   Object.assign(headers, file.headers ?? {});
 
   const timeoutVar = pick(env, 'TIMEOUT');
@@ -171,6 +175,10 @@ export function resolveOtlpSettings(file: OtlpFileConfig, env: Env = process.env
     intervalMs,
     temporality,
     histogram,
-    resourceAttributes: file.resource_attributes ?? {},
+    resourceAttributes: {
+      ...(env.OTEL_RESOURCE_ATTRIBUTES ? parseKeyValues(env.OTEL_RESOURCE_ATTRIBUTES, 'OTEL_RESOURCE_ATTRIBUTES') : {}),
+      ...(env.OTEL_SERVICE_NAME?.trim() ? { 'service.name': env.OTEL_SERVICE_NAME.trim() } : {}),
+      ...file.resource_attributes,
+    },
   };
 }

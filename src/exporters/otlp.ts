@@ -13,7 +13,7 @@ import { hostname } from 'node:os';
 import type { Agent } from 'node:https';
 import { millisToHrTime, ExportResultCode, type ExportResult } from '@opentelemetry/core';
 import { ValueType, type Attributes } from '@opentelemetry/api';
-import { detectResources, envDetector, resourceFromAttributes, type Resource } from '@opentelemetry/resources';
+import { resourceFromAttributes } from '@opentelemetry/resources';
 import {
   AggregationTemporality,
   DataPointType,
@@ -35,14 +35,14 @@ import { numberFamily, type Family, type RawFamily, type Snapshot } from '../mod
 import type { OtlpSettings } from './otlp-settings.js';
 
 /**
- * Labels that have an OTel semantic-convention attribute name. Their
- * Prometheus label is the standard translation of that name ('.' → '_'), so
- * both sides agree.
+ * Labels whose meaning has an OTel semantic-convention attribute: OTLP uses
+ * the semconv name, /metrics keeps the short label. The one table for both
+ * directions (the tests read it backwards).
  */
 export const SEMCONV_ATTRIBUTES: Readonly<Record<string, string>> = {
   container_id: 'container.id',
   container_name: 'container.name',
-  container_runtime: 'container.runtime',
+  container_runtime: 'container.runtime.name',
   pod_uid: 'k8s.pod.uid',
   pod_name: 'k8s.pod.name',
   namespace: 'k8s.namespace.name',
@@ -63,9 +63,17 @@ function attributesOf(def: MetricDef, values: readonly string[]): Attributes {
 
 type Baseline = { startMs: number; timeMs: number; value: number | HistogramValue };
 
+/**
+ * a − b, or a itself when some bucket went down (e.g. the ~overflow series
+ * lost a member): treated as a reset within the interval, as Prometheus'
+ * rate() does, since OTLP bucket counts cannot be negative.
+ */
 function subtractHistogram(a: HistogramValue, b: HistogramValue): HistogramValue {
   const out = emptyHistogram();
-  for (let k = 0; k < HIST_SLOTS; k++) out.slots[k] = a.slots[k]! - b.slots[k]!;
+  for (let k = 0; k < HIST_SLOTS; k++) {
+    out.slots[k] = a.slots[k]! - b.slots[k]!;
+    if (out.slots[k]! < 0) return a;
+  }
   out.sum = a.sum - b.sum;
   out.count = a.count - b.count;
   return out;
@@ -98,7 +106,11 @@ export class SnapshotProducer implements MetricProducer {
     };
   }
 
-  /** Called when an export succeeded: its values become the delta baseline. */
+  /**
+   * Called when an export succeeded: its values become the delta baseline.
+   * Exports are matched by their ScopeMetrics object, so the reader must not
+   * split them (no maxExportBatchSize).
+   */
   commit(resourceMetrics: ResourceMetrics): void {
     for (const scope of resourceMetrics.scopeMetrics) {
       const p = this.pending.get(scope);
@@ -185,9 +197,17 @@ export class SnapshotProducer implements MetricProducer {
   }
 }
 
-/** Wraps the OTLP exporter: counts results, commits delta baselines, logs failures sparingly. */
+/**
+ * Wraps the OTLP exporter: counts results, commits delta baselines, logs
+ * failures sparingly, and keeps one request in flight at most. The reader
+ * stops waiting after its timeout while the request may still be retrying;
+ * an export started then would carry the same delta interval again, and
+ * queueing would let memory grow with a slow endpoint. So it fails at once
+ * (counted), and its interval goes out with the next export.
+ */
 class AccountingExporter implements PushMetricExporter {
   readonly results = { success: 0, failure: 0 };
+  private inFlight = false;
   private lastLogMs = -Infinity;
   private failuresSinceLog = 0;
 
@@ -198,23 +218,34 @@ class AccountingExporter implements PushMetricExporter {
   ) {}
 
   export(metrics: ResourceMetrics, done: (result: ExportResult) => void): void {
+    if (this.inFlight) {
+      const error = new Error('the previous export is still in flight');
+      this.failed(error);
+      done({ code: ExportResultCode.FAILED, error });
+      return;
+    }
+    this.inFlight = true;
     this.inner.export(metrics, (result) => {
+      this.inFlight = false;
       if (result.code === ExportResultCode.SUCCESS) {
         this.results.success++;
         this.producer.commit(metrics);
       } else {
-        this.results.failure++;
-        this.failuresSinceLog++;
-        const now = Date.now();
-        if (now - this.lastLogMs > 60_000) {
-          // The error text names the status or network error, never the headers.
-          this.log.warn({ failures: this.failuresSinceLog }, `OTLP export failed: ${result.error?.message ?? 'unknown error'}`);
-          this.lastLogMs = now;
-          this.failuresSinceLog = 0;
-        }
+        this.failed(result.error);
       }
       done(result);
     });
+  }
+
+  private failed(error: Error | undefined): void {
+    this.results.failure++;
+    this.failuresSinceLog++;
+    const now = Date.now();
+    if (now - this.lastLogMs < 60_000) return;
+    // The error text names the status or network error, never the headers.
+    this.log.warn({ failures: this.failuresSinceLog }, `OTLP export failed: ${error?.message ?? 'unknown error'}`);
+    this.lastLogMs = now;
+    this.failuresSinceLog = 0;
   }
 
   forceFlush(): Promise<void> {
@@ -249,14 +280,13 @@ export async function startOtlp(settings: OtlpSettings, latest: () => Snapshot, 
   const producer = new SnapshotProducer(latest, settings.temporality, settings.histogram, version);
   const exporter = new AccountingExporter(inner, producer, log);
 
-  const detected = detectResources({ detectors: [envDetector] });
-  const resource: Resource = resourceFromAttributes({
+  const resource = resourceFromAttributes({
     'service.name': 'kerntap',
     'service.version': version,
     'host.name': hostname(),
     'os.type': 'linux',
     ...settings.resourceAttributes,
-  }).merge(detected);
+  });
 
   const reader = new PeriodicExportingMetricReader({
     exporter,

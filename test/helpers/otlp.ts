@@ -16,6 +16,7 @@ export interface OtlpRecord {
   format: 'protobuf' | 'json';
   status: number;
   authorization: string | null;
+  encoding: string | null;
   request: {
     resourceMetrics: {
       resource: { attributes: KeyValue[] };

@@ -67,10 +67,13 @@ class Handler(BaseHTTPRequestHandler):
             "format": fmt,
             "status": status,
             "authorization": self.headers.get("authorization"),
+            "encoding": self.headers.get("content-encoding"),
             "request": json_format.MessageToDict(req),
         }
-        sys.stdout.write(json.dumps(record) + "\n")
-        sys.stdout.flush()
+        line = json.dumps(record) + "\n"
+        with LOCK:  # handler threads must not interleave their lines
+            sys.stdout.write(line)
+            sys.stdout.flush()
         resp = ExportMetricsServiceResponse()
         if fmt == "json":
             payload, rtype = json_format.MessageToJson(resp).encode(), "application/json"
@@ -81,6 +84,13 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("content-length", str(len(payload)))
         self.end_headers()
         self.wfile.write(payload)
+
+
+class Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address):
+        # A client that gave up (its timeout, or kerntap shutting down) is expected.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def main():
@@ -95,7 +105,7 @@ def main():
             tls = (args.pop(0), args.pop(0))
         elif flag == "--client-ca":
             client_ca = args.pop(0)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    srv = Server(("127.0.0.1", 0), Handler)
     if tls:
         import ssl
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)

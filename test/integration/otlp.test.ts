@@ -7,6 +7,7 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
@@ -18,7 +19,8 @@ import {
 
 const running: { stop(): Promise<unknown> }[] = [];
 after(async () => {
-  for (const r of running.reverse()) await r.stop();
+  // One failed stop must not leave the rest running.
+  for (const r of running.reverse()) await r.stop().catch((err: unknown) => console.error(`cleanup: ${String(err)}`));
 });
 
 async function setup(env: Record<string, string>, args: string[] = [], failFirstRequests = 0): Promise<{ receiver: Receiver; exporter: Exporter }> {
@@ -45,10 +47,13 @@ function matchingSnapshot(records: OtlpRecord[], prom: Sample[]): { missing: str
 for (const protocol of ['http/protobuf', 'http/json'] as const) {
   test(`${protocol}: every /metrics sample has its OTLP twin with the same value and attributes`, async (t) => {
     if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv (scripts/test-deps.sh)', haveReceiver())) return;
+    // The JSON run also goes gzip-compressed, so both encodings are covered.
+    const gzip = protocol === 'http/json';
     const { receiver, exporter } = await setup({
       OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
       OTEL_EXPORTER_OTLP_HEADERS: 'Authorization=Api-Token%20dt0c01.secret',
       OTEL_RESOURCE_ATTRIBUTES: 'deployment.environment=test',
+      ...(gzip ? { OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip' } : {}),
     }, ['--poll.interval', '3s']);
     // Some TCP traffic, so the histograms have counts.
     for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
@@ -58,7 +63,9 @@ for (const protocol of ['http/protobuf', 'http/json'] as const) {
     await sleep(1200);
     const { missing, record } = matchingSnapshot(receiver.records, prom);
     assert.deepEqual(missing.slice(0, 10), [], 'an OTLP export of the same snapshot matches /metrics sample for sample');
+    t.diagnostic(`${prom.length} /metrics samples matched one OTLP export of ${metricsOf(record!).length} metrics`);
     assert.equal(record!.format, protocol === 'http/json' ? 'json' : 'protobuf');
+    assert.equal(record!.encoding, gzip ? 'gzip' : null);
     assert.equal(record!.authorization, 'Api-Token dt0c01.secret', 'headers from OTEL_EXPORTER_OTLP_HEADERS');
     const resource = labelsOf(record!.request.resourceMetrics[0]!.resource.attributes);
     assert.equal(resource['service.name'], 'kerntap');
@@ -100,6 +107,7 @@ test('delta: CPU deltas of a cgroup sum to the cumulative value and to cpu.stat'
       }
     }
   }
+  t.diagnostic(`${points} deltas, Σ ${sum} s; /metrics ${cumulative} s; cpu.stat ${usage} s`);
   assert.ok(points >= 2, `several deltas (${points})`);
   assert.ok(Math.abs(sum - cumulative) < 1e-6, `Σ deltas ${sum} = cumulative ${cumulative}`);
   assert.ok(Math.abs(sum / usage - 1) < 0.01, `Σ deltas ${sum} within 1% of cpu.stat ${usage}`);
@@ -137,6 +145,7 @@ test('exponential histograms: scale 0 buckets agree with the Prometheus buckets 
     }
     return ok && compared > 0;
   });
+  t.diagnostic(`${compared} Prometheus buckets compared with exponential buckets`);
   assert.ok(match, `an OTLP export's exponential buckets equal the Prometheus cumulative buckets (${compared} compared)`);
 });
 
@@ -146,6 +155,7 @@ test('a receiver answering 503 to the first requests: kerntap keeps serving, cou
   await receiver.waitFor((r) => r.some((x) => x.status === 200), 30_000);
   await sleep(2500);
   const s = parseExposition(await exporter.scrape());
+  t.diagnostic(`503s received: ${receiver.records.filter((r) => r.status === 503).length}; exports: ${value(s, 'kerntap_otlp_exports_total', { result: 'failure' })} failed, ${value(s, 'kerntap_otlp_exports_total', { result: 'success' })} succeeded`);
   assert.equal(receiver.records.filter((r) => r.status === 503).length, 3, 'retried while failing');
   assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1, 'failures counted');
   assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'success' }) ?? 0) >= 1, 'then recovered');
@@ -174,6 +184,35 @@ test('OTLP over TLS with a custom CA and an mTLS client certificate', async (t) 
   assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1);
 });
 
+test('shutdown: one final export of the latest snapshot, and bounded when the endpoint hangs', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
+  // A long export interval: the only export is the one made on SIGTERM.
+  const { receiver, exporter } = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '600000' });
+  await sleep(1500);
+  const last = parseExposition(await exporter.scrape());
+  assert.equal(receiver.records.length, 0);
+  assert.equal(await exporter.stop(), 0);
+  assert.equal(receiver.records.length, 1, 'exactly one final export');
+  const cpu = (r: Sample[]) => r.filter((x) => x.name === 'kerntap_cgroup_cpu_time_seconds_total').length;
+  assert.equal(cpu(promSamplesOf(metricsOf(receiver.records[0]!))), cpu(last), 'it carries the series /metrics served');
+
+  // An endpoint that accepts connections and never answers.
+  const sockets: Socket[] = [];
+  const blackHole = createServer((sock) => sockets.push(sock));
+  await new Promise<void>((resolve) => blackHole.listen(0, '127.0.0.1', resolve));
+  running.push({ stop: () => new Promise<void>((resolve) => { sockets.forEach((x) => x.destroy()); blackHole.close(() => resolve()); }) });
+  const port = (blackHole.address() as AddressInfo).port;
+  const hung = await startExporter([], { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${port}`, OTEL_METRIC_EXPORT_INTERVAL: '600000' } });
+  running.push(hung);
+  const t0 = Date.now();
+  const code = await hung.stop();
+  const took = Date.now() - t0;
+  t.diagnostic(`shutdown with a hanging endpoint took ${took} ms`);
+  assert.equal(code, 0, hung.stderr());
+  assert.ok(sockets.length >= 1, 'the final export was attempted');
+  assert.ok(took < 6000, `shutdown bounded (${took} ms)`);
+});
+
 test('bad OTLP settings fail at start with one line naming the variable', async (t) => {
   if (!requireBpf(t)) return;
   const { spawnSync } = await import('node:child_process');
@@ -184,7 +223,10 @@ test('bad OTLP settings fail at start with one line naming the variable', async 
   assert.equal(badUrl.stderr.trim(), 'kerntap: OTEL_EXPORTER_OTLP_ENDPOINT: invalid URL');
   const badHeaders = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_HEADERS: 'Authorization' });
   assert.equal(badHeaders.status, 1);
-  assert.match(badHeaders.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_HEADERS: malformed header #1/);
+  assert.match(badHeaders.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_HEADERS: malformed entry #1/);
+  const badResource = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_RESOURCE_ATTRIBUTES: 'team' });
+  assert.equal(badResource.status, 1);
+  assert.match(badResource.stderr.trim(), /^kerntap: OTEL_RESOURCE_ATTRIBUTES: malformed entry #1/);
   const grpc = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
   assert.equal(grpc.status, 1);
   assert.match(grpc.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "grpc"/);
