@@ -34,7 +34,8 @@ async function compareAfter(name: string, workload: (cg: TestCgroup) => Promise<
     const usage = cg.usageUsec() / 1e6;
     const exported = await exportedSeconds(cg);
     assert.ok(exported !== undefined, `${METRIC}{cgroup="${cg.label}"} present`);
-    assert.ok(usage > 0.5, `workload used CPU (${usage}s)`);
+    // The 1% comparison below is the test; this only guards against a workload that never ran.
+    assert.ok(usage > 0.05, `workload used CPU (${usage}s)`);
     const ratio = exported / usage;
     assert.ok(Math.abs(ratio - 1) < 0.01, `${name}: exported ${exported.toFixed(4)}s vs cpu.stat ${usage.toFixed(4)}s (ratio ${ratio.toFixed(4)})`);
     return { exported, usage };

@@ -88,7 +88,8 @@ test('a cgroup deleted and re-created under the same path restarts its series', 
   await busy(first, 1500);
   await sleep(1200);
   const before = value(parseExposition(await e.scrape()), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: first.label })!;
-  assert.ok(before > 1);
+  const firstUsage = first.usageUsec() / 1e6;
+  assert.ok(firstUsage > 0.05 && Math.abs(before / firstUsage - 1) < 0.01, `first cgroup counted (${before} vs ${firstUsage})`);
   await first.destroy();
   const second = new TestCgroup(name);
   cleanup.push(() => second.destroy());
