@@ -10,7 +10,8 @@ import { ROOT } from './env.js';
 export const TRAFFIC = path.join(ROOT, 'test/helpers/tcp_traffic.py');
 
 export function sh(cmd: string[]): string {
-  return execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
+  // ss on a busy host prints megabytes.
+  return execFileSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
 }
 
 /** Resolves when the child prints a line equal to `word`; rejects if it exits first. */
