@@ -78,9 +78,9 @@ struct hist_key {
 struct sock_state {
 	__u64 syn_ns;        /* SYN_SENT time, active opens */
 	__u64 est_ns;        /* ESTABLISHED time */
-	__u64 acked;         /* counters already reported */
+	__u64 acked;         /* counters already reported, see claim() */
 	__u64 received;
-	__u32 retrans;
+	__u64 retrans;
 	__u8 role;
 	__u8 established;    /* counted in flow_val.active */
 	__u8 fin_sent;       /* our FIN went out (FIN_WAIT1 or LAST_ACK seen) */
@@ -173,6 +173,20 @@ static __always_inline const struct flow_key *key_of(struct sock_state *st, cons
 }
 
 /*
+ * Adds what a socket counter grew by since it was last reported. Every
+ * caller holds the socket lock (tcp_probe, state changes, iter/tcp), so
+ * *reported is not raced; the add is atomic because a softirq on this CPU
+ * can interrupt a process-context update of the same per-CPU flow value.
+ */
+static __always_inline void claim(__u64 *reported, __u64 now, __u64 *total)
+{
+	if (now > *reported) {
+		__sync_fetch_and_add(total, now - *reported);
+		*reported = now;
+	}
+}
+
+/*
  * Adds what the socket's counters grew by since its last report. At close
  * the counters include the FIN's sequence number when our FIN was acked
  * (bytes_acked) or the peer's FIN arrived (bytes_received); data excludes
@@ -183,7 +197,7 @@ static __always_inline void report_traffic(struct sock_state *st, const struct s
 {
 	__u64 acked = tp->bytes_acked;
 	__u64 received = tp->bytes_received;
-	__u32 retrans = tp->total_retrans;
+	__u64 retrans;
 	struct flow_val *v;
 
 	if (closing) {
@@ -192,20 +206,15 @@ static __always_inline void report_traffic(struct sock_state *st, const struct s
 		if (received > 0 && (sk->__sk_common.skc_flags & (1UL << KT_SOCK_DONE)))
 			received--;
 	}
-	if (acked == st->acked && received == st->received && retrans == st->retrans)
+	retrans = tp->total_retrans;
+	if (acked <= st->acked && received <= st->received && retrans <= st->retrans)
 		return;
 	v = flow_of(key_of(st, sk));
-	if (v) {
-		if (acked > st->acked)
-			v->sent += acked - st->acked;
-		if (received > st->received)
-			v->received += received - st->received;
-		if (retrans > st->retrans)
-			v->retrans += retrans - st->retrans;
-	}
-	st->acked = acked;
-	st->received = received;
-	st->retrans = retrans;
+	if (!v)
+		return;
+	claim(&st->acked, acked, &v->sent);
+	claim(&st->received, received, &v->received);
+	claim(&st->retrans, retrans, &v->retrans);
 }
 
 static __always_inline void set_active(struct sock_state *st, const struct sock *sk, bool on)
@@ -216,7 +225,7 @@ static __always_inline void set_active(struct sock_state *st, const struct sock 
 		return;
 	v = flow_of(key_of(st, sk));
 	if (v)
-		v->active += on ? 1 : (__u64)-1;
+		__sync_fetch_and_add(&v->active, on ? 1 : (__u64)-1);
 	st->established = on;
 }
 
@@ -313,7 +322,7 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 	if (oldstate == KT_TCP_SYN_SENT) {
 		v = flow_of(key_of(st, sk));
 		if (v)
-			v->failed[failure_of(sk->sk_err) % FAIL_KINDS]++;
+			__sync_fetch_and_add(&v->failed[failure_of(sk->sk_err) % FAIL_KINDS], 1);
 	} else if (st->est_ns) {
 		hist_add(key_of(st, sk)->cgroup_id,
 			 st->role == ROLE_CLIENT ? HIST_LIFETIME_CLIENT : HIST_LIFETIME_SERVER, now - st->est_ns);
@@ -337,10 +346,10 @@ int BPF_PROG(tcp_probe, struct sock *sk, struct sk_buff *skb)
 		return 0;
 	if (!st->role) {
 		/* First sight of a connection opened before kerntap: count from now. */
-		st->role = guess_role(sk);
 		st->acked = tp->bytes_acked;
 		st->received = tp->bytes_received;
 		st->retrans = tp->total_retrans;
+		st->role = guess_role(sk);
 		set_active(st, sk, true);
 	}
 	srtt = tp->srtt_us >> 3;
@@ -371,10 +380,8 @@ static __always_inline void count_reset(const struct sock *sk, bool sent)
 	}
 	if (!v)
 		return;
-	if (sent)
-		v->resets_sent++;
-	else
-		v->resets_received++;
+	/* A reset can be sent from process context (close with unread data). */
+	__sync_fetch_and_add(sent ? &v->resets_sent : &v->resets_received, 1);
 }
 
 SEC("tp_btf/tcp_send_reset")

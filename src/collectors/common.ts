@@ -21,7 +21,10 @@ export async function readDropCounts(obj: BpfObjectHandle): Promise<number[]> {
 /**
  * Frees the kernel entries of cgroups deleted more than the TTL ago, so a
  * map keyed by cgroup stays bounded by the live cgroups, not by history.
- * `cgroupIdOf(i)` extracts the cgroup id of entry i of the batch.
+ * `cgroupIdOf(i)` extracts the cgroup id of entry i of the batch. The id is
+ * not forgotten here: other maps and collectors keyed by it must see it
+ * expired too (else it would come back as unknown_cgroup_id:<id> for another
+ * TTL); the resolver drops it itself later.
  */
 export function expireCgroupEntries(
   obj: BpfObjectHandle,
@@ -32,15 +35,11 @@ export function expireCgroupEntries(
   keep: (id: bigint) => boolean = () => false,
 ): number {
   const expired: Buffer[] = [];
-  const ids = new Set<bigint>();
   for (let i = 0; i < batch.count; i++) {
     const id = cgroupIdOf(i);
     if (keep(id) || !cgroups.expired(id)) continue;
     expired.push(batch.keys.subarray(i * batch.keySize, (i + 1) * batch.keySize));
-    ids.add(id);
   }
   if (expired.length === 0) return 0;
-  const deleted = obj.deleteKeys(mapName, Buffer.concat(expired));
-  for (const id of ids) cgroups.forget(id);
-  return deleted;
+  return obj.deleteKeys(mapName, Buffer.concat(expired));
 }

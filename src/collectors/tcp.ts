@@ -162,8 +162,9 @@ class TcpCollector implements CollectorInstance {
   }
 
   async collect(nowMs: number): Promise<RawFamily[]> {
-    const [flows, hists] = await Promise.all([this.obj.readMap('flows'), this.obj.readMap('hists')]);
+    // iter/tcp first: it adds the traffic of quiet connections to the flows read next.
     const sockets = await this.obj.runIter('tcp_sockets');
+    const [flows, hists] = await Promise.all([this.obj.readMap('flows'), this.obj.readMap('hists')]);
     return [...this.flowFamilies(flows, nowMs), ...this.histFamilies(hists), ...this.socketFamilies(sockets)];
   }
 

@@ -1,11 +1,16 @@
 /**
  * Network fixtures for the TCP tests: a network namespace of the test's own
- * joined to the root namespace by a veth pair, the kernel's TCP MIB counters
- * and `ss` socket details, and the deterministic traffic tool.
+ * joined to the root namespace by a veth pair, nftables tables, free ports,
+ * the kernel's TCP MIB counters and `ss` socket details, and the
+ * deterministic traffic tool run inside test cgroups.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
+import net from 'node:net';
 import path from 'node:path';
+import assert from 'node:assert/strict';
 import { ROOT } from './env.js';
+import { TestCgroup } from './cgroup.js';
+import { find, type Sample } from './exposition.js';
 
 export const TRAFFIC = path.join(ROOT, 'test/helpers/tcp_traffic.py');
 
@@ -99,9 +104,14 @@ export interface SsSocket {
   rttMs: number;
 }
 
-/** Established TCP sockets as `ss -tin` reports them (optionally in a namespace). */
-export function ssSockets(ns?: TestNetns): SsSocket[] {
-  const out = (ns ? ns.exec(['ss', '-tinH', 'state', 'established']) : sh(['ss', '-tinH', 'state', 'established'])).split('\n');
+/**
+ * Established TCP sockets with `port` at either end, as `ss -tin` reports
+ * them (optionally in a namespace). The filter keeps the output small on a
+ * machine with many connections.
+ */
+export function ssSockets(port: number, ns?: TestNetns): SsSocket[] {
+  const cmd = ['ss', '-tinH', 'state', 'established', `( sport = :${port} or dport = :${port} )`];
+  const out = (ns ? ns.exec(cmd) : sh(cmd)).split('\n');
   const sockets: SsSocket[] = [];
   for (let i = 0; i < out.length; i++) {
     const head = out[i]!.trim().split(/\s+/);
@@ -118,4 +128,123 @@ export function ssSockets(ns?: TestNetns): SsSocket[] {
     i++;
   }
   return sockets;
+}
+
+export function haveNft(): boolean {
+  try {
+    sh(['nft', '--version']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+let tables = 0;
+
+/** An nftables table of the test's own, in the root namespace; destroy() removes it with its chains and rules. */
+export class NftTable {
+  readonly name = `kt${process.pid}t${tables++}`;
+
+  constructor(readonly family: 'netdev' | 'inet') {
+    sh(['nft', 'add', 'table', family, this.name]);
+  }
+
+  /** `spec` is the chain's base definition, e.g. "{ type filter hook input priority 0; }". */
+  chain(chain: string, spec: string): void {
+    sh(['nft', 'add', 'chain', this.family, this.name, chain, spec]);
+  }
+
+  rule(chain: string, rule: string[]): void {
+    sh(['nft', 'add', 'rule', this.family, this.name, chain, ...rule]);
+  }
+
+  /** Packets counted by the first `counter` statement of the chain. */
+  counted(chain: string): number {
+    return Number(/counter packets (\d+)/.exec(sh(['nft', 'list', 'chain', this.family, this.name, chain]))?.[1] ?? 0);
+  }
+
+  destroy(): void {
+    try { sh(['nft', 'delete', 'table', this.family, this.name]); } catch { /* already gone */ }
+  }
+}
+
+/** What a test file created, undone in reverse order by run() (call it from after()). */
+export class Cleanups {
+  private readonly undo: (() => unknown)[] = [];
+
+  add(undo: () => unknown): void {
+    this.undo.push(undo);
+  }
+
+  cgroup(prefix: string): TestCgroup {
+    const cg = TestCgroup.unique(prefix);
+    this.add(() => cg.destroy());
+    return cg;
+  }
+
+  netns(): TestNetns {
+    const ns = new TestNetns();
+    this.add(() => ns.destroy());
+    return ns;
+  }
+
+  nft(family: 'netdev' | 'inet'): NftTable {
+    const table = new NftTable(family);
+    this.add(() => table.destroy());
+    return table;
+  }
+
+  async run(): Promise<void> {
+    for (const undo of this.undo.reverse()) await undo();
+    this.undo.length = 0;
+  }
+}
+
+const givenPorts = new Set<number>();
+
+function canListen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const srv = net.createServer();
+    srv.once('error', () => resolve(false));
+    srv.listen({ port, host: '::' }, () => srv.close(() => resolve(true)));
+  });
+}
+
+/**
+ * A free port for a test server, below the default ephemeral range so that
+ * peer_port shows the number (ports the kernel picks for listen(0) would be
+ * folded into "ephemeral"). Never the same twice in one process.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const port = 20000 + Math.floor(Math.random() * 12000);
+    if (givenPorts.has(port)) continue;
+    givenPorts.add(port);
+    if (await canListen(port)) return port;
+  }
+}
+
+/** Sum of the samples of `name` matching `labels` (0 when none). */
+export function total(samples: Sample[], name: string, labels: Record<string, string>): number {
+  return find(samples, name, labels).reduce((s, x) => s + x.value, 0);
+}
+
+/** Starts `tcp_traffic.py <args>` (a server mode) in the cgroup; resolves once it listens. */
+export async function startServer(cg: TestCgroup, args: string, prefix = ''): Promise<ChildProcess> {
+  const server = cg.run(`${prefix} python3 ${TRAFFIC} ${args}`, 'pipe');
+  await waitForLine(server, 'ready');
+  return server;
+}
+
+/**
+ * Runs `tcp_traffic.py <args>` (a client mode) in the cgroup, optionally in
+ * a namespace (`prefix`), to success; resolves with what it printed.
+ */
+export async function runClient(cg: TestCgroup, args: string, prefix = ''): Promise<string> {
+  const child = cg.run(`${prefix} python3 ${TRAFFIC} ${args}`, 'pipe');
+  let out = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  const code = await exited(child);
+  assert.equal(code, 0, `tcp_traffic.py ${args} succeeded`);
+  return out;
 }

@@ -7,12 +7,16 @@
   hold HOST PORT N K        like client with K connections, but keep them open
                             (prints "ready" when all exchanged, then sleeps)
   refused HOST PORT K       K connects to a closed port (each must be refused)
-  bulk HOST PORT SECONDS    send as fast as possible for SECONDS, then close
+  fail HOST PORT K ERRNO    K concurrent connects that must all fail with ERRNO
+                            (e.g. ETIMEDOUT, EHOSTUNREACH)
+  bulk HOST PORT SECONDS    send as fast as possible for SECONDS, then close;
+                            prints "sent BYTES"
   sink HOST PORT            accept forever and discard everything
   listen HOST PORT NAME     set the process name (prctl PR_SET_NAME) to NAME
                             (Python escapes: \\n, \\xff…), listen, print "ready", sleep
 """
 import ctypes
+import errno
 import socket
 import sys
 import threading
@@ -88,13 +92,35 @@ def main():
             except ConnectionRefusedError:
                 pass
         print("done", flush=True)
+    elif mode == "fail":
+        k, want = int(sys.argv[4]), sys.argv[5]
+        got = []
+
+        def attempt():
+            try:
+                socket.create_connection((host, port)).close()
+                got.append("connected")
+            except OSError as e:
+                got.append(errno.errorcode.get(e.errno, str(e)))
+
+        threads = [threading.Thread(target=attempt) for _ in range(k)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if got != [want] * k:
+            raise SystemExit(f"expected {k} x {want}, got {got}")
+        print("done", flush=True)
     elif mode == "bulk":
         c = socket.create_connection((host, port))
         end = time.time() + float(sys.argv[4])
         buf = b"z" * 65536
+        sent = 0
         while time.time() < end:
             c.sendall(buf)
+            sent += len(buf)
         c.close()
+        print(f"sent {sent}", flush=True)
         print("done", flush=True)
     elif mode == "listen":
         name = sys.argv[4].encode().decode("unicode_escape").encode("latin-1")

@@ -8,64 +8,33 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
-import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, find, type Sample } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics } from '../helpers/prometheus.js';
-import { TestNetns, TRAFFIC, exited, sh, ssSockets, tcpMib, waitForLine } from '../helpers/net.js';
+import { Cleanups, TRAFFIC, exited, freePort, haveNft, runClient, ssSockets, startServer, tcpMib, total, waitForLine } from '../helpers/net.js';
 
 let exporter: Exporter | undefined;
-const cleanups: (() => unknown)[] = [];
+const fixtures = new Cleanups();
 
 before(async () => {
   if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
 });
 after(async () => {
-  for (const c of cleanups.reverse()) await c();
+  await fixtures.run();
   await exporter?.stop();
 });
-
-function cgroup(prefix: string): TestCgroup {
-  const cg = TestCgroup.unique(prefix);
-  cleanups.push(() => cg.destroy());
-  return cg;
-}
-
-function netns(): TestNetns {
-  const ns = new TestNetns();
-  cleanups.push(() => ns.destroy());
-  return ns;
-}
-
-let nextPort = 20000 + (process.pid % 5000);
-const port = () => nextPort++;
 
 async function scrape(): Promise<Sample[]> {
   return parseExposition(await exporter!.scrape());
 }
 
-/** Sum of all samples of `name` matching labels (0 when none). */
-function total(samples: Sample[], name: string, labels: Record<string, string>): number {
-  return find(samples, name, labels).reduce((s, x) => s + x.value, 0);
-}
-
 /** Waits for two polls, so everything that happened is in the snapshot. */
 const settle = () => sleep(1300);
 
-async function startServer(cg: TestCgroup, args: string): Promise<void> {
-  const server = cg.run(`python3 ${TRAFFIC} ${args}`, 'pipe');
-  await waitForLine(server, 'ready');
-}
-
-async function runClient(cg: TestCgroup, args: string, prefix = ''): Promise<void> {
-  const code = await cg.runToEnd(`${prefix} python3 ${TRAFFIC} ${args}`);
-  assert.equal(code, 0, `client ${args} succeeded`);
-}
-
 test('loopback: M connections × N bytes are counted exactly on both sides, after they closed', async (t) => {
   if (!requireBpf(t)) return;
-  const server = cgroup('kt-tcp-srv');
-  const client = cgroup('kt-tcp-cli');
-  const p = port();
+  const server = fixtures.cgroup('kt-tcp-srv');
+  const client = fixtures.cgroup('kt-tcp-cli');
+  const p = await freePort();
   const N = 100_000;
   const M = 20;
   await startServer(server, `server 127.0.0.1 ${p} ${N}`);
@@ -89,9 +58,9 @@ test('loopback: M connections × N bytes are counted exactly on both sides, afte
 
 test('live connections: counters and the active gauge agree with ss -ti', async (t) => {
   if (!requireBpf(t)) return;
-  const server = cgroup('kt-tcp-srv');
-  const client = cgroup('kt-tcp-cli');
-  const p = port();
+  const server = fixtures.cgroup('kt-tcp-srv');
+  const client = fixtures.cgroup('kt-tcp-cli');
+  const p = await freePort();
   const N = 70_000;
   const K = 3;
   await startServer(server, `server 127.0.0.1 ${p} ${N}`);
@@ -100,7 +69,7 @@ test('live connections: counters and the active gauge agree with ss -ti', async 
   await settle();
   const s = await scrape();
   const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', peer_port: String(p) };
-  const ours = ssSockets().filter((x) => x.peer === `127.0.0.1:${p}`);
+  const ours = ssSockets(p).filter((x) => x.peer === `127.0.0.1:${p}`);
   assert.equal(ours.length, K);
   // ss counts the SYN in an active open's bytes_acked; kerntap counts data only.
   const ssAcked = ours.reduce((sum, x) => sum + x.bytesAcked - 1, 0);
@@ -119,11 +88,11 @@ test('live connections: counters and the active gauge agree with ss -ti', async 
 
 test('veth into another network namespace: exact bytes, and connects agree with /proc/net/snmp', async (t) => {
   if (!requireBpf(t)) return;
-  const ns = netns();
-  const server = cgroup('kt-tcp-srv');
-  const client = cgroup('kt-tcp-cli');
-  const p = port();
-  const closed = port();
+  const ns = fixtures.netns();
+  const server = fixtures.cgroup('kt-tcp-srv');
+  const client = fixtures.cgroup('kt-tcp-cli');
+  const p = await freePort();
+  const closed = await freePort();
   const N = 50_000;
   const M = 12;
   const K = 5;
@@ -153,10 +122,10 @@ test('veth into another network namespace: exact bytes, and connects agree with 
 
 test('RTT: queueing delay from a rate-limited veth shows in the histogram as ss sees it; none stays sub-millisecond', async (t) => {
   if (!requireBpf(t)) return;
-  const ns = netns();
-  const server = cgroup('kt-tcp-sink');
-  const client = cgroup('kt-tcp-bulk');
-  const p = port();
+  const ns = fixtures.netns();
+  const server = fixtures.cgroup('kt-tcp-sink');
+  const client = fixtures.cgroup('kt-tcp-bulk');
+  const p = await freePort();
   await startServer(server, `sink ${ns.hostAddr} ${p}`);
 
   const rtt = async () => {
@@ -178,7 +147,7 @@ test('RTT: queueing delay from a rate-limited veth shows in the histogram as ss 
   // ss's smoothed RTT at the start, middle and end of the window.
   const ssRtt: number[] = [];
   for (let i = 0; i < 3; i++) {
-    ssRtt.push(...ssSockets(ns).filter((x) => x.peer === `${ns.hostAddr}:${p}`).map((x) => x.rttMs));
+    ssRtt.push(...ssSockets(p, ns).filter((x) => x.peer === `${ns.hostAddr}:${p}`).map((x) => x.rttMs));
     if (i < 2) await sleep(1000);
   }
   const b = await rtt();
@@ -191,20 +160,18 @@ test('RTT: queueing delay from a rate-limited veth shows in the histogram as ss 
 });
 
 test('retransmits equal the namespace\'s RetransSegs under 10% loss', async (t) => {
-  if (!requireBpf(t) || !requireTool(t, 'nft', hasNft())) return;
-  const ns = netns();
-  const server = cgroup('kt-tcp-sink');
-  const client = cgroup('kt-tcp-lossy');
-  const p = port();
+  if (!requireBpf(t) || !requireTool(t, 'nft', haveNft())) return;
+  const ns = fixtures.netns();
+  const server = fixtures.cgroup('kt-tcp-sink');
+  const client = fixtures.cgroup('kt-tcp-lossy');
+  const p = await freePort();
   await startServer(server, `sink ${ns.hostAddr} ${p}`);
   // Drop 10% of the data where it arrives, on the root side of the veth: a
   // drop in the sender's own output path is reported back to TCP as a local
   // error and requeued, not retransmitted.
-  const table = `kt${process.pid}`;
-  sh(['nft', 'add', 'table', 'netdev', table]);
-  cleanups.push(() => sh(['nft', 'delete', 'table', 'netdev', table]));
-  sh(['nft', 'add', 'chain', 'netdev', table, 'in', `{ type filter hook ingress device ${ns.hostIf} priority 0; }`]);
-  sh(['nft', 'add', 'rule', 'netdev', table, 'in', 'tcp', 'dport', String(p), 'numgen', 'random', 'mod', '10', '0', 'counter', 'drop']);
+  const table = fixtures.nft('netdev');
+  table.chain('in', `{ type filter hook ingress device ${ns.hostIf} priority 0; }`);
+  table.rule('in', ['tcp', 'dport', String(p), 'numgen', 'random', 'mod', '10', '0', 'counter', 'drop']);
   const mib0 = tcpMib(ns);
   await runClient(client, `bulk ${ns.hostAddr} ${p} 3`, ns.prefix);
   await sleep(1500); // the sink closes; FIN retransmits, if any, happen now
@@ -213,26 +180,17 @@ test('retransmits equal the namespace\'s RetransSegs under 10% loss', async (t) 
   const s = await scrape();
   const ours = total(s, 'kerntap_tcp_retransmits_total', { cgroup: client.label });
   const kernel = mib1.RetransSegs! - mib0.RetransSegs!;
-  const dropped = /counter packets (\d+)/.exec(sh(['nft', 'list', 'chain', 'netdev', table, 'in']))?.[1];
+  const dropped = table.counted('in');
   assert.ok(kernel >= 5, `loss caused retransmits (${kernel}; nft dropped ${dropped} packets)`);
   assert.equal(ours, kernel, 'kerntap retransmits = RetransSegs delta');
 });
 
-function hasNft(): boolean {
-  try {
-    sh(['nft', '--version']);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 test('IPv6 and v4-mapped IPv6: exact bytes, peers shown as the address family users know', async (t) => {
   if (!requireBpf(t)) return;
-  const server = cgroup('kt-tcp-srv6');
-  const client = cgroup('kt-tcp-cli6');
-  const p6 = port();
-  const dual = port();
+  const server = fixtures.cgroup('kt-tcp-srv6');
+  const client = fixtures.cgroup('kt-tcp-cli6');
+  const p6 = await freePort();
+  const dual = await freePort();
   const N = 30_000;
   const M = 5;
   await startServer(server, `server ::1 ${p6} ${N}`);
@@ -251,10 +209,10 @@ test('IPv6 and v4-mapped IPv6: exact bytes, peers shown as the address family us
 test('per-connection mode: live connections with their 5-tuple and owner, data bytes exact', async (t) => {
   if (!requireBpf(t)) return;
   const own = await startExporter(['--config.file', writeConfig('collectors:\n  tcp:\n    per_connection:\n      enabled: true\n      top_n: 1000\n')]);
-  cleanups.push(() => own.stop());
-  const server = cgroup('kt-tcp-srv');
-  const client = cgroup('kt-tcp-cli');
-  const p = port();
+  fixtures.add(() => own.stop());
+  const server = fixtures.cgroup('kt-tcp-srv');
+  const client = fixtures.cgroup('kt-tcp-cli');
+  const p = await freePort();
   const N = 40_000;
   await startServer(server, `server 127.0.0.1 ${p} ${N}`);
   const hold = client.run(`python3 ${TRAFFIC} hold 127.0.0.1 ${p} ${N} 3`, 'pipe');
@@ -273,9 +231,10 @@ test('per-connection mode: live connections with their 5-tuple and owner, data b
 
 test('hostile process names reach the listeners metric escaped; promtool accepts the page', async (t) => {
   if (!requireBpf(t) || !requireTool(t, 'promtool', havePrometheus())) return;
-  const cg = cgroup('kt-tcp-hostile');
+  const cg = fixtures.cgroup('kt-tcp-hostile');
   const names = ['q"uo\\\\te', 'new\\nline', 'bad\\xff\\xfeutf8'];
-  const ports = names.map(() => port());
+  const ports: number[] = [];
+  for (const _ of names) ports.push(await freePort());
   for (let i = 0; i < names.length; i++) {
     const child = cg.run(`python3 ${TRAFFIC} listen 127.0.0.1 ${ports[i]} '${names[i]}'`, 'pipe');
     await waitForLine(child, 'ready');

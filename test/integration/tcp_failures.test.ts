@@ -1,0 +1,83 @@
+/**
+ * Failed connects with the reason the kernel gives, against the test
+ * namespace's own MIB counters: a SYN that is never answered times out
+ * (ETIMEDOUT, with its SYN retransmits in RetransSegs), and an ICMP host
+ * unreachable ends the connect (EHOSTUNREACH). Refusals (RST) are
+ * in tcp.test.ts.
+ */
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { requireBpf, requireTool } from '../helpers/env.js';
+import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { parseExposition } from '../helpers/exposition.js';
+import { Cleanups, freePort, haveNft, runClient, tcpMib, total } from '../helpers/net.js';
+
+let exporter: Exporter | undefined;
+const fixtures = new Cleanups();
+
+before(async () => {
+  if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
+});
+after(async () => {
+  await fixtures.run();
+  await exporter?.stop();
+});
+
+test('unanswered SYNs: K connects fail with reason="timeout", as AttemptFails and RetransSegs count them', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'nft', haveNft())) return;
+  const ns = fixtures.netns();
+  const client = fixtures.cgroup('kt-fail-timeout');
+  const p = await freePort();
+  const K = 3;
+  // ETIMEDOUT after a few seconds instead of the default 127 s.
+  ns.exec(['sysctl', '-qw', 'net.ipv4.tcp_syn_retries=1']);
+  const table = fixtures.nft('netdev');
+  table.chain('in', `{ type filter hook ingress device ${ns.hostIf} priority 0; }`);
+  table.rule('in', ['tcp', 'dport', String(p), 'counter', 'drop']);
+
+  const mib0 = tcpMib(ns);
+  await runClient(client, `fail ${ns.hostAddr} ${p} ${K} ETIMEDOUT`, ns.prefix);
+  const mib1 = tcpMib(ns);
+  await sleep(1300);
+  const s = parseExposition(await exporter!.scrape());
+
+  const peer = { cgroup: client.label, peer: ns.hostAddr, peer_port: String(p) };
+  assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { ...peer, reason: 'timeout' }), K);
+  assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label }), K, 'no other reason');
+  assert.equal(mib1.ActiveOpens! - mib0.ActiveOpens!, K);
+  assert.equal(mib1.AttemptFails! - mib0.AttemptFails!, K, 'the kernel counted K failed attempts');
+  const retransSegs = mib1.RetransSegs! - mib0.RetransSegs!;
+  assert.ok(retransSegs >= K, `every SYN was retransmitted (${retransSegs})`);
+  assert.equal(table.counted('in'), K + retransSegs, 'dropped: the first SYNs and their retransmits');
+  assert.equal(total(s, 'kerntap_tcp_retransmits_total', { ...peer, role: 'client' }), retransSegs, 'SYN retransmits = RetransSegs delta');
+  assert.equal(total(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: client.label }), 0, 'no connect completed');
+});
+
+test('ICMP host unreachable: K connects fail with reason="unreachable"', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'nft', haveNft())) return;
+  const ns = fixtures.netns();
+  const client = fixtures.cgroup('kt-fail-unreach');
+  const p = await freePort();
+  const K = 4;
+  const table = fixtures.nft('inet');
+  table.chain('in', '{ type filter hook input priority 0; }');
+  table.rule('in', ['ip', 'daddr', ns.hostAddr, 'tcp', 'dport', String(p), 'counter', 'reject', 'with', 'icmpx', 'type', 'host-unreachable']);
+
+  const mib0 = tcpMib(ns);
+  const started = Date.now();
+  await runClient(client, `fail ${ns.hostAddr} ${p} ${K} EHOSTUNREACH`, ns.prefix);
+  const elapsed = Date.now() - started;
+  const mib1 = tcpMib(ns);
+  await sleep(1300);
+  const s = parseExposition(await exporter!.scrape());
+
+  // On a veth the first ICMP comes back while connect() still holds the
+  // socket lock, and the kernel drops it (LockDroppedIcmps): the ICMP for
+  // the first SYN retransmit (after 1 s) ends the connect.
+  assert.ok(elapsed < 10_000, `ended by ICMP, long before the SYN timeout (${elapsed} ms)`);
+  assert.equal(table.counted('in'), K + mib1.RetransSegs! - mib0.RetransSegs!, 'one ICMP per SYN sent');
+  assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label, peer: ns.hostAddr, peer_port: String(p), reason: 'unreachable' }), K);
+  assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label }), K, 'no other reason');
+  assert.equal(mib1.AttemptFails! - mib0.AttemptFails!, K);
+  assert.equal(mib1.ActiveOpens! - mib0.ActiveOpens!, K);
+});

@@ -1,0 +1,364 @@
+/**
+ * The tcp collector's userspace half against fixture map contents laid out
+ * as bpf/tcp.bpf.c lays them out: labels (v4-mapped peers, folded ports,
+ * overflow and no-socket keys), failure reasons, histogram kinds, hostile
+ * process names, per-connection top-N, flow TTL, dead cgroups, and its
+ * configuration (rodata, map sizes, one-line errors).
+ */
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, mkdirSync, rmdirSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { tcp, formatAddress } from '../../src/collectors/tcp.js';
+import { CgroupResolver } from '../../src/cgroup/resolver.js';
+import { parseConfig, ConfigError } from '../../src/config.js';
+import { HIST_WORDS } from '../../src/model/histogram.js';
+import type { BpfObjectHandle, MapBatch, NativeBinding, OpenOptions } from '../../src/bpf/native.js';
+import type { CollectorContext } from '../../src/collectors/types.js';
+import type { RawFamily, RawHistogramPoint, RawNumberPoint } from '../../src/model/snapshot.js';
+
+const OVERFLOW_ID = 0xffff_ffff_ffff_ffffn;
+const CLIENT = 1;
+const SERVER = 2;
+const FLOW_WORDS = 11;
+
+function v4(addr: string): Buffer {
+  return Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...addr.split('.').map(Number)]);
+}
+
+function v6(groups: number[]): Buffer {
+  const b = Buffer.alloc(16);
+  groups.forEach((g, i) => b.writeUInt16BE(g, i * 2));
+  return b;
+}
+
+/** struct flow_key: cgroup_id, peer[16], peer_port, role, pad[5]. */
+function flowKey(cgroupId: bigint, peer: Buffer, port: number, role: number): Buffer {
+  const k = Buffer.alloc(32);
+  k.writeBigUInt64LE(cgroupId, 0);
+  peer.copy(k, 8);
+  k.writeUInt16LE(port, 24);
+  k.writeUInt8(role, 26);
+  return k;
+}
+
+interface FlowVal { sent?: number; received?: number; retrans?: number; active?: number; resetsSent?: number; resetsReceived?: number; failed?: number[] }
+
+/** struct flow_val, as summed over CPUs (active in two's complement). */
+function flowWords(v: FlowVal): bigint[] {
+  const failed = v.failed ?? [0, 0, 0, 0, 0];
+  return [v.sent ?? 0, v.received ?? 0, v.retrans ?? 0, 0, v.resetsSent ?? 0, v.resetsReceived ?? 0, ...failed]
+    .map((x, i) => (i === 3 ? BigInt.asUintN(64, BigInt(v.active ?? 0)) : BigInt(x)));
+}
+
+function batch(keySize: number, valueWords: number, entries: [Buffer, bigint[]][]): MapBatch {
+  return {
+    count: entries.length,
+    keySize,
+    keys: Buffer.concat(entries.map(([k]) => k)),
+    valueWords,
+    values: BigUint64Array.from(entries.flatMap(([, v]) => v)),
+  };
+}
+
+/** struct hist_key + struct kt_hist with `count` observations of `ns` in slot `slot`. */
+function histEntry(cgroupId: bigint, kind: number, slot: number, count: number, ns: number): [Buffer, bigint[]] {
+  const k = Buffer.alloc(16);
+  k.writeBigUInt64LE(cgroupId, 0);
+  k.writeUInt32LE(kind, 8);
+  const words = new Array<bigint>(HIST_WORDS).fill(0n);
+  words[slot] = BigInt(count);
+  words[HIST_WORDS - 1] = BigInt(count * ns);
+  return [k, words];
+}
+
+interface SocketRecord { cgroupId: bigint; acked?: number; received?: number; local: Buffer; peer?: Buffer; localPort: number; peerPort?: number; state: number; role?: number; comm: Buffer }
+
+/** struct socket_record (80 bytes), as the iter/tcp program writes it. */
+function socketRecord(r: SocketRecord): Buffer {
+  const b = Buffer.alloc(80);
+  b.writeBigUInt64LE(r.cgroupId, 0);
+  b.writeBigUInt64LE(BigInt(r.acked ?? 0), 8);
+  b.writeBigUInt64LE(BigInt(r.received ?? 0), 16);
+  r.local.copy(b, 24);
+  r.peer?.copy(b, 40);
+  b.writeUInt16LE(r.localPort, 56);
+  b.writeUInt16LE(r.peerPort ?? 0, 58);
+  b.writeUInt8(r.state, 60);
+  b.writeUInt8(r.role ?? 0, 61);
+  r.comm.subarray(0, 16).copy(b, 64);
+  return b;
+}
+
+/** A BPF object that serves fixtures and records what the collector did. */
+class FakeObject implements BpfObjectHandle {
+  static last: FakeObject;
+  readonly calls: string[] = [];
+  readonly inserted = new Map<string, Buffer[]>();
+  readonly deleted = new Map<string, Buffer[]>();
+  /** What readMap returns, by map name. */
+  contents: Record<string, MapBatch> = { flows: batch(32, FLOW_WORDS, []), hists: batch(16, HIST_WORDS, []) };
+  /** What the tcp_sockets iterator writes. */
+  sockets = Buffer.alloc(0);
+
+  constructor(readonly objectPath: string, readonly options: OpenOptions = {}) {
+    FakeObject.last = this;
+  }
+  attach(): void { this.calls.push('attach'); }
+  programs() { return []; }
+  maps() { return []; }
+  async readMap(name: string): Promise<MapBatch> {
+    this.calls.push(`readMap ${name}`);
+    return this.contents[name]!;
+  }
+  async runIter(name: string): Promise<Buffer> {
+    this.calls.push(`runIter ${name}`);
+    return name === 'tcp_sockets' ? this.sockets : Buffer.alloc(0);
+  }
+  updateElem(map: string, key: Buffer): void {
+    this.calls.push(`updateElem ${map}`);
+    this.inserted.set(map, [...(this.inserted.get(map) ?? []), key]);
+  }
+  deleteKeys(map: string, keys: Buffer): number {
+    const size = this.contents[map]!.keySize;
+    const list: Buffer[] = [];
+    for (let off = 0; off < keys.length; off += size) list.push(Buffer.from(keys.subarray(off, off + size)));
+    this.deleted.set(map, [...(this.deleted.get(map) ?? []), ...list]);
+    return list.length;
+  }
+  close(): void {}
+}
+
+/** A real resolver over a directory tree standing in for the cgroup2 mount (ids are inode numbers). */
+function cgroupTree(names: string[]) {
+  const root = mkdtempSync(path.join(tmpdir(), 'kt-tcp-cg-'));
+  const ids: Record<string, bigint> = {};
+  for (const n of names) {
+    mkdirSync(path.join(root, n));
+    ids[n] = statSync(path.join(root, n), { bigint: true }).ino;
+  }
+  let now = 1_000_000;
+  const resolver = new CgroupResolver({ root, ttlMs: 60_000, minRewalkMs: 0, now: () => now });
+  resolver.walk();
+  return { root, ids, resolver, advance: (ms: number) => (now += ms), now: () => now };
+}
+
+async function start(configYaml: Record<string, unknown>, resolver: CgroupResolver) {
+  const ctx = {
+    native: { BpfObject: FakeObject } as unknown as NativeBinding,
+    cgroups: resolver,
+    log: undefined as never,
+    objectPath: (name: string) => `/fake/${name}.bpf.o`,
+    pollIntervalMs: 1000,
+  } satisfies CollectorContext;
+  const instance = await tcp.start(ctx, tcp.configSchema.parse(configYaml));
+  return { instance, obj: FakeObject.last };
+}
+
+function family(families: RawFamily[], name: string): RawFamily {
+  const f = families.find((x) => x.def.name === name);
+  assert.ok(f, `family ${name}`);
+  return f;
+}
+
+function points(families: RawFamily[], name: string): Map<string, number> {
+  const out = new Map<string, number>();
+  for (const p of family(families, name).points as RawNumberPoint[]) out.set(p.labels.join('|'), p.value);
+  return out;
+}
+
+test('formatAddress: v4-mapped IPv6 as IPv4, IPv6 in RFC 5952 form', () => {
+  assert.equal(formatAddress(v4('10.1.2.3')), '10.1.2.3');
+  assert.equal(formatAddress(v6([0, 0, 0, 0, 0, 0, 0, 1])), '::1');
+  assert.equal(formatAddress(v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 0x42])), '2001:db8::42');
+  assert.equal(formatAddress(v6([0xfe80, 0, 0, 0, 0x1, 0, 0, 0])), 'fe80::1:0:0:0');
+  assert.equal(formatAddress(Buffer.alloc(16)), '::', 'no peer (resets for no socket)');
+});
+
+test('start: config reaches the kernel as rodata and map sizes; overflow keys exist before attach', async () => {
+  const { resolver } = cgroupTree([]);
+  const { obj } = await start({ ephemeral_ports: '1024-65535', max_flows: 100, max_histograms: 50, per_connection: { enabled: true } }, resolver);
+  assert.equal(obj.objectPath, '/fake/tcp.bpf.o');
+  assert.equal(obj.options.rodata!.ephemeral_lo!.readUInt32LE(), 1024);
+  assert.equal(obj.options.rodata!.ephemeral_hi!.readUInt32LE(), 65535);
+  assert.equal(obj.options.rodata!.per_connection!.readUInt32LE(), 1);
+  assert.deepEqual(obj.options.maxEntries, { flows: 102, hists: 51 }, 'room for the reserved keys');
+  assert.deepEqual(obj.calls, ['updateElem flows', 'updateElem hists', 'attach']);
+  assert.equal(obj.inserted.get('flows')![0]!.readBigUInt64LE(0), OVERFLOW_ID);
+  assert.equal(obj.inserted.get('hists')![0]!.readBigUInt64LE(0), OVERFLOW_ID);
+});
+
+test('collect: iter/tcp runs before the maps are read, so quiet connections are current', async () => {
+  const { resolver } = cgroupTree([]);
+  const { instance, obj } = await start({}, resolver);
+  obj.calls.length = 0;
+  await instance.collect(0);
+  assert.deepEqual(obj.calls[0], 'runIter tcp_sockets');
+  assert.deepEqual(obj.calls.slice(1).sort(), ['readMap flows', 'readMap hists']);
+});
+
+test('collect: flows become cgroup × role × peer × port series; failures by reason; resets per cgroup and direction', async () => {
+  const { ids, resolver } = cgroupTree(['web', 'db']);
+  const { instance, obj } = await start({}, resolver);
+  obj.contents.flows = batch(32, FLOW_WORDS, [
+    [flowKey(ids.web!, v4('10.0.0.7'), 5432, CLIENT), flowWords({ sent: 1000, received: 2000, retrans: 3, active: 2, resetsReceived: 1, failed: [4, 1, 0, 2, 0] })],
+    [flowKey(ids.web!, v4('10.0.0.9'), 0, SERVER), flowWords({ sent: 7, received: 8, active: -1, resetsSent: 2 })],
+    [flowKey(ids.db!, v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), 443, CLIENT), flowWords({ sent: 5, resetsSent: 1 })],
+    [flowKey(0n, Buffer.alloc(16), 0, 0), flowWords({ resetsSent: 6 })],
+    [flowKey(OVERFLOW_ID, Buffer.alloc(16), 0, 0), flowWords({ sent: 11, received: 12 })],
+  ]);
+  const f = await instance.collect(0);
+
+  const sent = points(f, 'kerntap.tcp.sent');
+  assert.equal(sent.get('/web|client|10.0.0.7|5432'), 1000);
+  assert.equal(sent.get('/web|server|10.0.0.9|ephemeral'), 7, 'port 0 in the key: folded ephemeral port');
+  assert.equal(sent.get('/db|client|2001:db8::1|443'), 5);
+  assert.equal(sent.get('~overflow|~overflow|~overflow|~overflow'), 11, 'a full map keeps its totals in ~overflow');
+  assert.equal(sent.size, 4, 'no traffic series for resets without a socket');
+  assert.equal(points(f, 'kerntap.tcp.received').get('/web|client|10.0.0.7|5432'), 2000);
+  assert.equal(points(f, 'kerntap.tcp.retransmits').get('/web|client|10.0.0.7|5432'), 3);
+
+  const active = points(f, 'kerntap.tcp.connections.active');
+  assert.equal(active.get('/web|client|10.0.0.7|5432'), 2);
+  assert.equal(active.get('/web|server|10.0.0.9|ephemeral'), 0, 'a close counted on another CPU before the open: never negative');
+
+  assert.deepEqual([...points(f, 'kerntap.tcp.connects.failed')].sort(), [
+    ['/web|10.0.0.7|5432|refused', 4],
+    ['/web|10.0.0.7|5432|timeout', 1],
+    ['/web|10.0.0.7|5432|unreachable', 2],
+  ]);
+  assert.deepEqual([...points(f, 'kerntap.tcp.resets')].sort(), [
+    ['/db|sent', 1],
+    ['/web|received', 1],
+    ['/web|sent', 2],
+    ['~none|sent', 6],
+  ]);
+});
+
+test('collect: histogram kinds map to the four histograms; lifetime carries the role', async () => {
+  const { ids, resolver } = cgroupTree(['web']);
+  const { instance, obj } = await start({}, resolver);
+  obj.contents.hists = batch(16, HIST_WORDS, [
+    histEntry(ids.web!, 0, 10, 5, 500_000), // rtt
+    histEntry(ids.web!, 1, 12, 2, 2_000_000), // connect
+    histEntry(ids.web!, 2, 11, 3, 900_000), // handshake
+    histEntry(ids.web!, 3, 30, 1, 3e9), // lifetime, client
+    histEntry(ids.web!, 4, 31, 4, 5e9), // lifetime, server
+    histEntry(ids.web!, 9, 1, 1, 1), // unknown kind: ignored
+  ]);
+  const f = await instance.collect(0);
+  const hist = (name: string) => (family(f, name).points as RawHistogramPoint[]).map((p) => [p.labels.join('|'), p.hist.count, p.hist.sum]);
+  assert.deepEqual(hist('kerntap.tcp.rtt'), [['/web', 5, 0.0025]]);
+  assert.deepEqual(hist('kerntap.tcp.connect.duration'), [['/web', 2, 0.004]]);
+  assert.deepEqual(hist('kerntap.tcp.handshake.duration'), [['/web', 3, 0.0027]]);
+  assert.deepEqual(hist('kerntap.tcp.connection.duration'), [['/web|client', 1, 3], ['/web|server', 4, 20]]);
+});
+
+test('collect: listeners by cgroup, comm and port, with hostile process names decoded safely', async () => {
+  const { ids, resolver } = cgroupTree(['web']);
+  const { instance, obj } = await start({}, resolver);
+  const listen = (comm: Buffer, port: number) => socketRecord({ cgroupId: ids.web!, local: v4('0.0.0.0'), localPort: port, state: 10, comm });
+  obj.sockets = Buffer.concat([
+    listen(Buffer.from('nginx\0'), 80),
+    listen(Buffer.from('nginx\0'), 80), // SO_REUSEPORT: two sockets, one series
+    listen(Buffer.from('q"uo\\te\0'), 81),
+    listen(Buffer.from('new\nline\0'), 82),
+    listen(Buffer.from([0x62, 0x61, 0x64, 0xff, 0xfe, 0]), 83),
+    listen(Buffer.from('exactly16bytes!!'), 84), // no NUL in comm[16]
+  ]);
+  const f = await instance.collect(0);
+  assert.deepEqual([...points(f, 'kerntap.tcp.listeners')].sort(), [
+    ['/web|bad\uFFFD\uFFFD|83', 1],
+    ['/web|exactly16bytes!!|84', 1],
+    ['/web|new\nline|82', 1],
+    ['/web|nginx|80', 2],
+    ['/web|q"uo\\te|81', 1],
+  ]);
+  assert.ok(!f.some((x) => x.def.name === 'kerntap.tcp.connection.sent'), 'per-connection mode is off by default');
+});
+
+test('per-connection mode: top-N live connections by bytes, the rest summed in one overflow series', async () => {
+  const { ids, resolver } = cgroupTree(['web']);
+  const { instance, obj } = await start({ per_connection: { enabled: true, top_n: 2 } }, resolver);
+  const conn = (port: number, acked: number, received: number, role: number) => socketRecord({
+    cgroupId: ids.web!, acked, received, local: v4('10.0.0.1'), localPort: port, peer: v4('10.0.0.2'), peerPort: 443, state: 1, role, comm: Buffer.from('curl\0'),
+  });
+  obj.sockets = Buffer.concat([
+    conn(40001, 101, 1, CLIENT), // an active open's bytes_acked counts the SYN
+    conn(40002, 5001, 5000, CLIENT),
+    conn(40003, 30, 40, SERVER),
+    conn(40004, 1000, 0, SERVER),
+  ]);
+  const f = await instance.collect(0);
+  assert.deepEqual([...points(f, 'kerntap.tcp.connection.sent')], [
+    ['/web|curl|10.0.0.1:40002|10.0.0.2:443', 5000],
+    ['/web|curl|10.0.0.1:40004|10.0.0.2:443', 1000],
+    ['~overflow|~overflow|~overflow|~overflow', 100 + 30],
+  ]);
+  assert.deepEqual([...points(f, 'kerntap.tcp.connection.received')], [
+    ['/web|curl|10.0.0.1:40002|10.0.0.2:443', 5000],
+    ['/web|curl|10.0.0.1:40004|10.0.0.2:443', 0],
+    ['~overflow|~overflow|~overflow|~overflow', 1 + 40],
+  ]);
+});
+
+test('flow TTL: closed flows idle past the TTL are freed in the kernel; flows with open connections stay', async () => {
+  const { ids, resolver } = cgroupTree(['web']);
+  const { instance, obj } = await start({ flow_ttl: '30s' }, resolver);
+  const closed = flowKey(ids.web!, v4('10.0.0.7'), 80, CLIENT);
+  const open = flowKey(ids.web!, v4('10.0.0.8'), 80, CLIENT);
+  obj.contents.flows = batch(32, FLOW_WORDS, [[closed, flowWords({ sent: 10 })], [open, flowWords({ sent: 20, active: 1 })]]);
+  const sentAt = async (ms: number) => [...points(await instance.collect(ms), 'kerntap.tcp.sent').keys()];
+  assert.equal((await sentAt(0)).length, 2);
+  assert.equal((await sentAt(29_000)).length, 2, 'within the TTL');
+  assert.equal(obj.deleted.get('flows'), undefined);
+  assert.deepEqual(await sentAt(31_000), ['/web|client|10.0.0.8|80'], 'the idle closed flow ends');
+  assert.deepEqual(obj.deleted.get('flows'), [closed], 'and its kernel entry is freed');
+});
+
+test('dead cgroups: their entries are no longer reported and are freed after cgroup.ttl', async () => {
+  const tree = cgroupTree(['live', 'dead']);
+  const { instance, obj } = await start({}, tree.resolver);
+  const deadFlow = flowKey(tree.ids.dead!, v4('10.0.0.7'), 80, CLIENT);
+  obj.contents.flows = batch(32, FLOW_WORDS, [
+    [flowKey(tree.ids.live!, v4('10.0.0.7'), 80, CLIENT), flowWords({ sent: 1 })],
+    [deadFlow, flowWords({ sent: 2 })],
+  ]);
+  const deadHist = histEntry(tree.ids.dead!, 0, 10, 1, 1000);
+  obj.contents.hists = batch(16, HIST_WORDS, [deadHist]);
+  rmdirSync(path.join(tree.root, 'dead'));
+  tree.resolver.walk();
+  let f = await instance.collect(tree.now());
+  assert.equal(points(f, 'kerntap.tcp.sent').get('/dead|client|10.0.0.7|80'), 2, 'still served within the TTL');
+
+  tree.advance(61_000);
+  f = await instance.collect(tree.now());
+  assert.deepEqual([...points(f, 'kerntap.tcp.sent').keys()], ['/live|client|10.0.0.7|80']);
+  assert.equal(family(f, 'kerntap.tcp.rtt').points.length, 0);
+  assert.deepEqual(obj.deleted.get('flows'), [deadFlow]);
+  assert.deepEqual(obj.deleted.get('hists'), [deadHist[0]]);
+});
+
+test('config errors name collectors.tcp.<key>, in one line', () => {
+  const cases: [string, RegExp][] = [
+    ['ephemeral_ports: 60999-32768', /key collectors\.tcp\.ephemeral_ports: must be a range of ports/],
+    ['ephemeral_ports: 32768-70000', /key collectors\.tcp\.ephemeral_ports: must be a range of ports/],
+    ['ephemeral_ports: "32768"', /key collectors\.tcp\.ephemeral_ports: must look like "32768-60999"/],
+    ['max_flows: 8', /key collectors\.tcp\.max_flows/],
+    ['flow_ttl: soon', /key collectors\.tcp\.flow_ttl: .*invalid duration/],
+    ['per_connection:\n      top_n: 0', /key collectors\.tcp\.per_connection\.top_n/],
+    ['per_conection: {}', /unknown key collectors\.tcp\.per_conection/],
+  ];
+  for (const [yaml, re] of cases) {
+    assert.throws(() => parseConfig(`collectors:\n  tcp:\n    ${yaml}\n`, 'config file k.yml'), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.match(err.message, /^config file k\.yml: /);
+      assert.match(err.message, re);
+      assert.ok(!err.message.includes('\n'));
+      return true;
+    });
+  }
+  const c = parseConfig('collectors:\n  tcp:\n    ephemeral_ports: "49152-65535"\n').collectors as Record<string, { ephemeral_ports: number[] }>;
+  assert.deepEqual(c.tcp!.ephemeral_ports, [49152, 65535]);
+});
