@@ -28,8 +28,9 @@ COPY --from=build /src/bin bin
 COPY --from=build /src/dist/src dist/src
 COPY --from=build /src/bpf/out/*.bpf.o bpf/out/
 COPY --from=build /src/build/Release/kerntap_native.node build/Release/
-# Loading BPF programs needs CAP_BPF and CAP_PERFMON. The process runs as
-# uid 0 but the runtime grants only those (see docker-compose.yml and
-# deploy/kubernetes/daemonset.yaml: drop ALL, add BPF and PERFMON).
+# uid 0, but with only CAP_BPF and CAP_PERFMON granted by the runtime
+# (docker-compose.yml, deploy/kubernetes/daemonset.yaml: drop ALL, add BPF and
+# PERFMON, no-new-privileges). Docker and Kubernetes give added capabilities
+# to uid 0 only, so a non-root user would have none; docs/deploy.md has the details.
 EXPOSE 10435
 ENTRYPOINT ["node", "/opt/kerntap/bin/kerntap.js"]

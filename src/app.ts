@@ -65,6 +65,7 @@ export class Kerntap {
   server: FastifyInstance | undefined;
   poller: Poller | undefined;
   otlp: OtlpPipeline | undefined;
+  labeler: CgroupLabeler | undefined;
   address: string | undefined;
 
   private constructor(
@@ -122,6 +123,7 @@ export class Kerntap {
         throw new StartupError('no collector could start; see the table above (or run with --check)');
       }
       if (config.bpf.stats) app.statsFd = native.enableStats();
+      app.labeler = CgroupLabeler.fromConfig(config.cgroup, log);
 
       const poller = new Poller(running, {
         intervalMs: config.poll.interval,
@@ -136,7 +138,7 @@ export class Kerntap {
         // New cgroups are found as soon as an unknown id shows up; this walk
         // only notices deletions, which have cgroup.ttl to age out anyway.
         beforePoll: () => cgroups.refresh(Math.max(config.poll.interval, 60_000)),
-        labeler: new CgroupLabeler(config.cgroup.aggregate),
+        labeler: app.labeler,
       });
       app.poller = poller;
       await poller.start();
@@ -173,6 +175,7 @@ export class Kerntap {
     if (this.closed) return;
     this.closed = true;
     this.poller?.stop();
+    this.labeler?.close();
     if (this.server) await this.server.close().catch(() => undefined);
     // Last OTLP export of the latest snapshot, bounded so shutdown stays prompt.
     await this.otlp?.shutdown(3000);

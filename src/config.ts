@@ -11,6 +11,13 @@ import { collectorDefinitions } from './collectors/index.js';
 
 export const DEFAULT_LISTEN_ADDRESS = ':10435';
 export const DEFAULT_TELEMETRY_PATH = '/metrics';
+export const DEFAULT_RUNTIME_SOCKETS = {
+  docker: '/run/docker.sock',
+  podman: '/run/podman/podman.sock',
+  containerd: '/run/containerd/containerd.sock',
+  crio: '/run/crio/crio.sock',
+};
+const socketPathSchema = z.string().regex(/^(\/.*)?$/, 'must be an absolute path to a unix socket, or "" to turn it off');
 
 function collectorsSchema() {
   const shape: Record<string, z.ZodType> = {};
@@ -48,8 +55,19 @@ export function configSchema() {
         ttl: durationSchema(0).default(600_000),
         /** Report per cgroup, or fold cgroups into their container or pod to cut cardinality. */
         aggregate: z.enum(['cgroup', 'container', 'pod']).default('cgroup'),
+        /** Container/pod/namespace names from the runtimes' APIs (docs/containers.md); '' turns one off, false all. */
+        runtime_sockets: z
+          .union([z.literal(false), z.strictObject({
+            docker: socketPathSchema.default(DEFAULT_RUNTIME_SOCKETS.docker),
+            podman: socketPathSchema.default(DEFAULT_RUNTIME_SOCKETS.podman),
+            containerd: socketPathSchema.default(DEFAULT_RUNTIME_SOCKETS.containerd),
+            crio: socketPathSchema.default(DEFAULT_RUNTIME_SOCKETS.crio),
+          })], { error: 'must be false, or a mapping of docker, podman, containerd, crio to socket paths' })
+          .default(DEFAULT_RUNTIME_SOCKETS),
+        /** Longest wait for a runtime's answer; a poll that meets new containers waits at most this long. */
+        runtime_timeout: durationSchema(10).default(1000),
       })
-      .default({ root: 'auto', ttl: 600_000, aggregate: 'cgroup' }),
+      .default({ root: 'auto', ttl: 600_000, aggregate: 'cgroup', runtime_sockets: DEFAULT_RUNTIME_SOCKETS, runtime_timeout: 1000 }),
     limits: z
       .strictObject({
         /** Series per metric; more are folded into one series labelled "~overflow". */

@@ -1,14 +1,18 @@
 /**
  * Container and pod identity from real cgroup directories with the path
  * shapes of docker, containerd, CRI-O, podman, Kubernetes and systemd, with
- * real processes in them: labels on the CPU metric, and per-pod aggregation.
+ * real processes in them: labels on the CPU metric, per-pod aggregation, and
+ * names from runtime sockets (docker Engine API and CRI stand-ins) on
+ * /metrics and as OTel semantic-convention attributes in OTLP.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { requireBpf } from '../helpers/env.js';
+import { requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
-import { parseExposition, find } from '../helpers/exposition.js';
+import { parseExposition, find, type Sample } from '../helpers/exposition.js';
+import { haveReceiver, metricsOf, startReceiver } from '../helpers/otlp.js';
+import { shareSocket, socketDir, startFakeCri, startFakeEngine } from '../helpers/runtimes.js';
 
 const C1 = '1f'.repeat(32);
 const C2 = '2e'.repeat(32);
@@ -80,6 +84,72 @@ test('cgroup.aggregate: pod folds the containers of a pod into one series', asyn
     assert.equal(series[0]!.labels.cgroup, podPath);
     assert.equal(series[0]!.labels.container_id, '');
     const usage = (a.usageUsec() + b.usageUsec()) / 1e6;
+    t.diagnostic(`pod series ${series[0]!.value.toFixed(4)} s, Σ containers' cpu.stat ${usage.toFixed(4)} s`);
     assert.ok(Math.abs(series[0]!.value / usage - 1) < 0.01, `pod total ${series[0]!.value} = Σ containers' cpu.stat ${usage}`);
+  });
+});
+
+test('container, pod and namespace names from runtime sockets, on /metrics and as OTel attributes', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'OTLP receiver (scripts/test-deps.sh)', haveReceiver())) return;
+  // kerntap drops to uid 65534 after attach: the sockets' group (as docker's
+  // is root:docker 0660) becomes its gid through security.run_as_gid.
+  const gid = 4242;
+  const dir = socketDir();
+  const sandbox = '5b'.repeat(32);
+  const docker = await startFakeEngine(`${dir}/docker.sock`, [{ id: C1, name: 'demo-web-1' }]);
+  const containerd = await startFakeCri(`${dir}/containerd.sock`, [
+    { sandboxId: sandbox, uid: UID, name: 'web-5c6f', namespace: 'shop', containers: { [C2]: 'nginx' } },
+  ]);
+  const crio = await startFakeCri(`${dir}/crio.sock`, []);
+  cleanup.push(() => docker.close(), () => containerd.close(), () => crio.close());
+  shareSocket(docker.socket, gid);
+  shareSocket(containerd.socket, gid);
+  shareSocket(crio.socket, gid, 0o600); // root only: the one kerntap cannot use.
+  const receiver = await startReceiver();
+  cleanup.push(() => receiver.stop());
+  const config = [
+    'security:', `  run_as_gid: ${gid}`,
+    'cgroup:', '  runtime_sockets:', `    docker: ${docker.socket}`, "    podman: ''",
+    `    containerd: ${containerd.socket}`, `    crio: ${crio.socket}`,
+    'otlp:', `  endpoint: ${receiver.url}/v1/metrics`, '  interval: 1s', '',
+  ].join('\n');
+  await runWith(config, async (exporter, root) => {
+    const shapes: [string, Record<string, string>][] = [
+      [`system.slice/docker-${C1}.scope`, { container_id: C1, container_runtime: 'docker', container_name: 'demo-web-1', pod_name: '', namespace: '' }],
+      // cgroupfs driver: the path does not say which runtime; the socket that knew the id does.
+      [`kubepods/burstable/pod${UID}/${C2}`, { container_id: C2, container_runtime: 'containerd', container_name: 'nginx', pod_uid: UID, pod_name: 'web-5c6f', namespace: 'shop' }],
+      [`${POD}/cri-containerd-${sandbox}.scope`, { container_id: sandbox, container_runtime: 'containerd', container_name: 'POD', pod_name: 'web-5c6f', namespace: 'shop' }],
+      [POD, { container_id: '', container_name: '', pod_uid: UID, pod_name: 'web-5c6f', namespace: 'shop' }],
+    ];
+    const leaves = await Promise.all(shapes.map(([rel]) => busyIn(root, rel)));
+    const named = (samples: Sample[]) => shapes.map(([, want], i) => find(samples, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: leaves[i]!.label, ...want }));
+    let samples: Sample[] = [];
+    for (let i = 0; i < 80 && !named(samples).every((f) => f.length === 1); i++) {
+      await sleep(250);
+      samples = parseExposition(await exporter.scrape());
+    }
+    named(samples).forEach((found, i) => {
+      assert.equal(found.length, 1, `${shapes[i]![0]}: ${JSON.stringify(find(samples, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: leaves[i]!.label }))}`);
+      assert.ok(found[0]!.value > 0);
+    });
+    assert.ok(docker.requests >= 1 && containerd.requests >= 2, 'the runtimes were asked');
+    assert.match(exporter.stderr(), new RegExp(`container names: cri-o socket ${crio.socket}: ListPodSandbox: .*EACCES.*security\\.run_as_gid`));
+
+    // OTLP: the same identity under the semantic-convention attribute names.
+    const cgroupfsLeaf = leaves[1]!.label;
+    let attrs: Record<string, string> | undefined;
+    await receiver.waitFor((records) => {
+      for (const r of records) {
+        for (const m of metricsOf(r).filter((x) => x.name === 'kerntap.cgroup.cpu.time')) {
+          const dp = m.sum?.dataPoints?.map((d) => Object.fromEntries((d.attributes ?? []).map((a) => [a.key, a.value.stringValue ?? '']))).find((a) => a.cgroup === cgroupfsLeaf && a['k8s.pod.name']);
+          if (dp) attrs = dp;
+        }
+      }
+      return attrs !== undefined;
+    });
+    assert.deepEqual(
+      Object.fromEntries(['container.id', 'container.name', 'container.runtime.name', 'k8s.pod.uid', 'k8s.pod.name', 'k8s.namespace.name', 'pod_qos'].map((k) => [k, attrs![k]])),
+      { 'container.id': C2, 'container.name': 'nginx', 'container.runtime.name': 'containerd', 'k8s.pod.uid': UID, 'k8s.pod.name': 'web-5c6f', 'k8s.namespace.name': 'shop', pod_qos: 'burstable' },
+    );
   });
 });
