@@ -144,7 +144,12 @@ export class Poller extends EventEmitter {
     }
     this.consecutiveFailures = failed ? this.consecutiveFailures + 1 : 0;
 
-    const families: Family[] = this.tracker.track(this.opts.labeler ? this.opts.labeler.apply(raw) : raw, nowMs);
+    const families: Family[] = [];
+    for (const fam of this.opts.labeler ? await this.opts.labeler.apply(raw) : raw) {
+      families.push(...this.tracker.track([fam], nowMs));
+      // Tracking 100k series takes ~150 ms: let scrapes in between families.
+      await new Promise((resolve) => setImmediate(resolve));
+    }
     const self = await this.selfState(families, Number(process.hrtime.bigint() - t0) / 1e9);
     families.push(...this.tracker.track([...selfFamilies(self), ...this.sources.flatMap((source) => source())], nowMs));
     this.seq++;

@@ -41,11 +41,14 @@ export class SeriesTracker {
   /** Series folded into ~overflow in the last snapshot, per metric (Prometheus name not needed: OTel name). */
   readonly folded = new Map<string, number>();
   readonly seriesCount = new Map<string, number>();
-  private firstPoll = true;
+  /** The first poll's time: series seen then start at opts.startMs (program load). */
+  private firstPollMs: number | undefined;
 
   constructor(private readonly opts: SeriesTrackerOptions) {}
 
+  /** Tracks the families of the poll at nowMs; a poll may be tracked in several calls. */
   track(families: RawFamily[], nowMs: number): Family[] {
+    this.firstPollMs ??= nowMs;
     const out: Family[] = [];
     for (const fam of families) {
       const name = fam.def.name;
@@ -79,7 +82,6 @@ export class SeriesTracker {
       // Forget series not seen for a while, so a returning one starts afresh.
       for (const [key, st] of states) if (st.lastSeenMs !== nowMs) states.delete(key);
     }
-    this.firstPoll = false;
     return out;
   }
 
@@ -133,7 +135,7 @@ export class SeriesTracker {
   private state(states: Map<string, SeriesState>, { key, identity }: Merged<unknown>, value: number, nowMs: number): SeriesState {
     let st = states.get(key);
     if (!st || (st.identity !== identity && identity !== 'overflow')) {
-      st = { startMs: this.firstPoll ? this.opts.startMs : nowMs, identity, last: 0, lastSeenMs: nowMs };
+      st = { startMs: nowMs === this.firstPollMs ? this.opts.startMs : nowMs, identity, last: 0, lastSeenMs: nowMs };
       states.set(key, st);
     } else if (value < st.last && identity === 'overflow') {
       // The overflow series is a sum over changing members: a drop is a reset.
