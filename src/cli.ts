@@ -105,16 +105,17 @@ export async function main(argv: string[]): Promise<void> {
   }
 
   const log = createLogger(flags.logLevel);
-  let app: Kerntap;
-  try {
-    app = await Kerntap.start(config, log, web ? { web } : {});
-  } catch (err) {
-    if (err instanceof StartupError || err instanceof ConfigError) fail(err.message);
-    fail((err as Error).message.split('\n')[0] ?? String(err));
-  }
+  // Signal handlers go in before start: a SIGTERM that arrives right after
+  // "kerntap listening" must still detach everything and flush OTLP.
+  let starting: Promise<Kerntap | undefined> | undefined;
   closeWithGrace({ delay: 5000 }, async ({ signal, err }) => {
     if (err) log.error({ err: err.message }, 'fatal error, shutting down');
     else log.info({ signal }, 'shutting down');
-    await app.close();
+    await (await starting)?.close();
   });
+  starting = Kerntap.start(config, log, web ? { web } : {}).catch((err: unknown) => {
+    if (err instanceof StartupError || err instanceof ConfigError) fail(err.message);
+    fail((err as Error).message.split('\n')[0] ?? String(err));
+  });
+  await starting;
 }
