@@ -1,29 +1,40 @@
 /**
- * kerntap benchmarks (run through bench/run.sh). Every figure that compares
- * is a ratio taken in this one run: kerntap vs bpftrace on the same hooks
- * and workload, and the application with kerntap attached vs detached in
- * interleaved rounds. Results go to bench/results/<mode>.json.
+ * kerntap benchmarks: `bash bench/run.sh [--smoke] [--only part,...]`.
+ * Every figure that compares is a ratio taken in this one run: kerntap vs
+ * bpftrace on the same hooks and workload, and the application with kerntap
+ * attached vs detached in interleaved rounds. Results go to
+ * bench/results/<full|smoke>.json (bench/plot.py draws the growth figure).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmdirSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
 import { loadNative } from '../src/bpf/native.js';
-import { detectCgroup2Root } from '../src/cgroup/mount.js';
-import { renderSnapshot } from '../src/exporters/prometheus.js';
+import { renderExposition } from '../src/exporters/prometheus.js';
 import { defineMetric } from '../src/model/metric.js';
-import type { Snapshot } from '../src/model/snapshot.js';
+import { numberFamily, type Family, type RawFamily, type Snapshot } from '../src/model/snapshot.js';
+import { SeriesTracker } from '../src/series.js';
+import { TestCgroup } from '../test/helpers/cgroup.js';
+import { sleep, startExporter, writeConfig, type Exporter } from '../test/helpers/exporter.js';
+import { find, parseExposition, value } from '../test/helpers/exposition.js';
+import { renderWithPromClient } from '../test/helpers/prom-client-render.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const SMOKE = process.argv.includes('--smoke');
+const { values: ARGS } = parseArgs({ options: { smoke: { type: 'boolean' }, only: { type: 'string' } } });
+const SMOKE = ARGS.smoke === true;
 const P = SMOKE
-  ? { workloadS: 2, rounds: 1, roundS: 1, conns: 200, cgroups: 20, scaleS: 6, series: [1000, 10000], mapEntries: 10000 }
-  : { workloadS: 10, rounds: 5, roundS: 5, conns: 10000, cgroups: 1000, scaleS: 60, series: [1000, 10000, 100000], mapEntries: 100000 };
+  ? {
+    workloadS: 2, rounds: 1, roundS: 1, conns: 200, cgroups: 20, scaleS: 3, settleS: 1, series: [1000, 10000], mapEntries: [1000, 10000],
+    rateConnections: [1, 16], stepS: 1, exporterStepS: 1, connSteps: [0, 200], cgroupSteps: [0, 20],
+  }
+  : {
+    workloadS: 10, rounds: 5, roundS: 5, conns: 10000, cgroups: 1000, scaleS: 60, settleS: 5, series: [1000, 10000, 100000], mapEntries: [1000, 10000, 100000],
+    rateConnections: [1, 4, 16, 64], stepS: 5, exporterStepS: 10, connSteps: [0, 2500, 5000, 10000], cgroupSteps: [0, 250, 500, 1000],
+  };
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
@@ -36,145 +47,258 @@ function freePort(): Promise<number> {
   });
 }
 
-interface ProgStat { id: number; name: string; run_time_ns?: number; run_cnt?: number }
-function progs(): ProgStat[] {
-  return JSON.parse(spawnSync('bpftool', ['prog', 'show', '-j'], { encoding: 'utf8' }).stdout) as ProgStat[];
-}
+interface WrkOptions { seconds: number; close: boolean; connections?: number; cpus?: string }
+interface WrkResult { requestsPerS: number; requests: number; cpuUsPerRequest: number }
 
-async function startNginx(): Promise<{ port: number; stop(): void }> {
-  const dir = mkdtempSync(path.join(tmpdir(), 'kt-bench-nginx-'));
-  const port = await freePort();
-  writeFileSync(path.join(dir, 'index.html'), 'x'.repeat(512));
-  writeFileSync(path.join(dir, 'nginx.conf'), `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+/**
+ * The application: nginx on loopback and its wrk client, both in one cgroup
+ * of their own, so the CPU they use per request (their own and the kernel
+ * work done for them, BPF programs included) is read from its cpu.stat.
+ */
+class App {
+  private constructor(
+    readonly port: number,
+    private readonly cgroup: TestCgroup,
+    private readonly nginx: ChildProcess,
+  ) {}
+
+  static async start(): Promise<App> {
+    const dir = mkdtempSync(path.join(tmpdir(), 'kt-bench-nginx-'));
+    const port = await freePort();
+    writeFileSync(path.join(dir, 'index.html'), 'x'.repeat(512));
+    writeFileSync(path.join(dir, 'nginx.conf'), `worker_processes auto; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
 events { worker_connections 4096; }
 http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
   server { listen 127.0.0.1:${port}; root ${dir}; keepalive_requests 1000000; } }`);
-  const child = spawn('nginx', ['-c', path.join(dir, 'nginx.conf')], { stdio: 'ignore' });
-  for (let i = 0; i < 50; i++) {
-    if (await fetch(`http://127.0.0.1:${port}/`).then((r) => r.ok, () => false)) break;
-    await sleep(100);
+    const cgroup = TestCgroup.unique('kt-bench-app');
+    const nginx = cgroup.run(`exec nginx -c ${path.join(dir, 'nginx.conf')}`);
+    for (let i = 0; i < 50; i++) {
+      if (await fetch(`http://127.0.0.1:${port}/`).then((r) => r.ok, () => false)) break;
+      await sleep(100);
+    }
+    return new App(port, cgroup, nginx);
   }
-  return { port, stop: () => child.kill('SIGQUIT') };
+
+  /** wrk in the app's cgroup. close: a new TCP connection per request. */
+  wrk(o: WrkOptions): WrkResult {
+    const connections = o.connections ?? 32;
+    const cmd = [...(o.cpus ? ['taskset', '-c', o.cpus] : []), 'wrk', '-t', String(Math.min(2, connections)), '-c', String(connections),
+      '-d', `${o.seconds}s`, ...(o.close ? ['-H', 'Connection: close'] : []), `http://127.0.0.1:${this.port}/`];
+    const usage0 = this.cgroup.usageUsec();
+    const out = spawnSync('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', path.join(this.cgroup.abs, 'cgroup.procs'), ...cmd], { encoding: 'utf8' }).stdout;
+    const usage = this.cgroup.usageUsec() - usage0;
+    const requests = Number(/(\d+) requests in/.exec(out)?.[1] ?? 0);
+    return { requestsPerS: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0), requests, cpuUsPerRequest: requests ? usage / requests : 0 };
+  }
+
+  /** Pins nginx (master and workers) to a CPU list. */
+  pin(cpus: string): void {
+    for (const pid of this.cgroup.procs()) spawnSync('taskset', ['-a', '-p', '-c', cpus, String(pid)], { stdio: 'ignore' });
+  }
+
+  async stop(): Promise<void> {
+    this.nginx.kill('SIGQUIT');
+    await this.cgroup.destroy();
+  }
 }
 
-/** wrk for `seconds`; returns requests/s. close=true: a new connection per request. */
-function wrk(port: number, seconds: number, close: boolean): number {
-  const args = ['-t', '2', '-c', '32', '-d', `${seconds}s`, ...(close ? ['-H', 'Connection: close'] : []), `http://127.0.0.1:${port}/`];
-  const out = spawnSync('wrk', args, { encoding: 'utf8' }).stdout;
-  return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1] ?? 0);
+/**
+ * Next to wrk: a fork per iteration (scheduling) that tries a closed
+ * loopback port (a reset sent and one received).
+ */
+function schedAndResetLoad(seconds: number, closedPort: number): ChildProcess {
+  return spawn('/bin/bash', ['-c', `end=$((SECONDS+${seconds})); while [ $SECONDS -lt $end ]; do (echo > /dev/tcp/127.0.0.1/${closedPort}) 2>/dev/null; done`], { stdio: 'ignore' });
 }
 
-/** A scheduling load next to wrk: short-lived processes. */
-function schedLoad(seconds: number): ChildProcess {
-  return spawn('/bin/sh', ['-c', `end=$(($(date +%s)+${seconds})); while [ $(date +%s) -lt $end ]; do /bin/true; done`], { stdio: 'ignore' });
-}
-
-async function startKerntap(args: string[] = []): Promise<{ child: ChildProcess; url: string; stop(): Promise<void> }> {
-  const child = spawn(process.execPath, [path.join(ROOT, 'bin/kerntap.js'), '--web.listen-address', '127.0.0.1:0', '--log.level', 'info', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let err = '';
-  const url = await new Promise<string>((resolve, reject) => {
-    child.stderr!.on('data', (d: Buffer) => {
-      err += d.toString();
-      const m = /"address":"([^"]+)".*kerntap listening/.exec(err);
-      if (m) resolve(m[1]!);
-    });
-    child.on('exit', () => reject(new Error(`kerntap exited:\n${err}`)));
-  });
-  return {
-    child, url,
-    stop: () => new Promise<void>((r) => { child.on('exit', () => r()); child.kill('SIGTERM'); }),
-  };
-}
-
+/** kerntap program (function) name and bpftrace program name (15 chars) → hook. */
 const HOOKS: Record<string, string> = {
   cgroup_cpu_switch: 'sched_switch', sched_switch: 'sched_switch',
   tcp_probe: 'tcp_probe',
   tcp_state: 'inet_sock_set_state', inet_sock_set_s: 'inet_sock_set_state',
-  tcp_send_reset: 'tcp_send_reset', tcp_receive_reset: 'tcp_receive_reset', tcp_receive_res: 'tcp_receive_reset',
+  tcp_send_reset: 'tcp_send_reset',
+  tcp_receive_reset: 'tcp_receive_reset', tcp_receive_res: 'tcp_receive_reset',
 };
 
-/** ns/event per hook for the programs that appear while `attach` runs the workload. */
-async function costPerHook(nginxPort: number, attach: (before: Set<number>) => Promise<() => Promise<void>>): Promise<Record<string, { nsPerEvent: number; events: number }>> {
-  const before = new Set(progs().map((p) => p.id));
-  const detach = await attach(before);
-  await sleep(1000);
-  const ours = () => progs().filter((p) => !before.has(p.id) && HOOKS[p.name]);
-  const start = new Map(ours().map((p) => [p.id, p]));
-  const load = schedLoad(P.workloadS);
-  wrk(nginxPort, P.workloadS, true);
-  load.kill();
-  const totals: Record<string, { ns: number; runs: number }> = {};
-  for (const p of ours()) {
-    const s = start.get(p.id);
-    if (!s) continue; // appeared during the workload: someone else's
-    const t = (totals[HOOKS[p.name]!] ??= { ns: 0, runs: 0 });
-    t.runs += (p.run_cnt ?? 0) - (s.run_cnt ?? 0);
-    t.ns += (p.run_time_ns ?? 0) - (s.run_time_ns ?? 0);
+type ProgCounters = Map<string, { runTimeNs: number; runs: number }>;
+interface HookCost { nsPerEvent: number; events: number; eventsPerS: number; cpuPercentOfCore: number }
+
+function hookCosts(before: ProgCounters, after: ProgCounters, seconds: number): Record<string, HookCost> {
+  const out: Record<string, HookCost> = {};
+  for (const [name, a] of after) {
+    const hook = HOOKS[name];
+    if (!hook) continue;
+    const b = before.get(name) ?? { runTimeNs: 0, runs: 0 };
+    const runs = a.runs - b.runs;
+    const ns = a.runTimeNs - b.runTimeNs;
+    out[hook] = { nsPerEvent: runs > 0 ? ns / runs : 0, events: runs, eventsPerS: runs / seconds, cpuPercentOfCore: (ns / 1e9 / seconds) * 100 };
   }
-  const out: Record<string, { nsPerEvent: number; events: number }> = {};
-  for (const [hook, t] of Object.entries(totals)) out[hook] = { nsPerEvent: t.runs > 0 ? t.ns / t.runs : 0, events: t.runs };
-  await detach();
   return out;
 }
 
-async function inKernelCost(nginxPort: number) {
+/**
+ * One kerntap's own per-program counters (kerntap_bpf_program_*), read from
+ * its /metrics after the next poll: unlike `bpftool prog show`, they cannot
+ * pick up another kerntap's programs of the same name.
+ */
+async function kerntapCounters(k: Exporter): Promise<ProgCounters> {
+  await sleep(700); // the test exporter polls every 500 ms
+  const samples = parseExposition(await k.scrape());
+  const out: ProgCounters = new Map();
+  for (const s of find(samples, 'kerntap_bpf_program_runs_total')) {
+    const runTime = value(samples, 'kerntap_bpf_program_run_time_seconds_total', { program: s.labels.program! }) ?? 0;
+    out.set(s.labels.program!, { runTimeNs: runTime * 1e9, runs: s.value });
+  }
+  return out;
+}
+
+/** The bench compares every collector's hooks: refuse to measure a kerntap with one of them off. */
+async function requireAllCollectors(k: Exporter): Promise<void> {
+  const off = find(parseExposition(await k.scrape()), 'kerntap_collector_enabled').filter((s) => s.value !== 1);
+  if (off.length > 0) {
+    const reasons = k.stderr().split('\n').filter((l) => l.includes('"collector off"'));
+    throw new Error(`kerntap collector(s) off: ${off.map((s) => s.labels.collector).join(', ')}\n${reasons.join('\n')}`);
+  }
+}
+
+interface BpftoolProg { id: number; name: string; run_time_ns?: number; run_cnt?: number }
+function bpftoolProgs(): BpftoolProg[] {
+  return JSON.parse(spawnSync('bpftool', ['prog', 'show', '-j'], { encoding: 'utf8' }).stdout) as BpftoolProg[];
+}
+function bpftoolCounters(ids: Set<number>): ProgCounters {
+  return new Map(bpftoolProgs().filter((p) => ids.has(p.id)).map((p) => [p.name, { runTimeNs: p.run_time_ns ?? 0, runs: p.run_cnt ?? 0 }]));
+}
+
+async function inKernelCost(app: App) {
+  const closedPort = await freePort();
+  const workload = () => {
+    const load = schedAndResetLoad(P.workloadS, closedPort);
+    app.wrk({ seconds: P.workloadS, close: true });
+    load.kill();
+  };
   log('in-kernel cost: kerntap');
-  const kerntap = await costPerHook(nginxPort, async () => {
-    const k = await startKerntap();
-    return () => k.stop();
-  });
+  let kerntap: Record<string, HookCost>;
+  const k = await startExporter(['--config.file', STATS_CONFIG]);
+  try {
+    await requireAllCollectors(k);
+    const k0 = await kerntapCounters(k);
+    const t0 = performance.now();
+    workload();
+    const seconds = (performance.now() - t0) / 1000;
+    kerntap = hookCosts(k0, await kerntapCounters(k), seconds);
+  } finally {
+    await k.stop();
+  }
+
   log('in-kernel cost: bpftrace');
-  const bpftrace = await costPerHook(nginxPort, async (before) => {
-    const bt = spawn('bpftrace', [path.join(ROOT, 'bench/bpftrace/equivalent.bt')], { stdio: ['ignore', 'ignore', 'ignore'] });
-    // bpftrace compiles its programs with LLVM first: allow a loaded machine a minute.
-    for (let i = 0; !progs().some((p) => p.name === 'tcp_receive_res' && !before.has(p.id)); i++) {
-      if (i > 600 || bt.exitCode !== null) throw new Error('bpftrace did not attach its programs');
-      await sleep(100);
-    }
-    return async () => {
-      bt.kill('SIGINT');
-      await new Promise((r) => bt.on('exit', r));
-    };
-  });
-  const rows = Object.keys(kerntap).sort().map((hook) => ({
+  let bpftrace: Record<string, HookCost>;
+  const existing = new Set(bpftoolProgs().map((p) => p.id));
+  const bt = spawn('bpftrace', [path.join(ROOT, 'bench/bpftrace/equivalent.bt')], { stdio: 'ignore' });
+  try {
+    // bpftrace loads every probe, then attaches them one by one: wait for all
+    // five programs, then until sched_switch (which fires all the time) runs.
+    const btIds = () => new Set(bpftoolProgs().filter((p) => !existing.has(p.id) && HOOKS[p.name]).map((p) => p.id));
+    for (let i = 0; i < 600 && btIds().size < 5; i++) await sleep(100);
+    const ids = btIds();
+    const running = () => [...bpftoolCounters(ids).entries()].some(([name, c]) => HOOKS[name] === 'sched_switch' && c.runs > 0);
+    for (let i = 0; i < 300 && !running(); i++) await sleep(100);
+    if (ids.size < 5 || !running()) throw new Error(`bpftrace did not attach its 5 probes in time (${ids.size} loaded)`);
+    await sleep(500);
+    const b0 = bpftoolCounters(ids);
+    const t0 = performance.now();
+    workload();
+    const seconds = (performance.now() - t0) / 1000;
+    bpftrace = hookCosts(b0, bpftoolCounters(ids), seconds);
+  } finally {
+    bt.kill('SIGINT');
+    await new Promise((r) => bt.on('exit', r));
+  }
+
+  return Object.keys(kerntap).sort().map((hook) => ({
     hook,
     kerntapNs: kerntap[hook]!.nsPerEvent,
     bpftraceNs: bpftrace[hook]?.nsPerEvent ?? 0,
     events: kerntap[hook]!.events,
-    ratio: bpftrace[hook]?.nsPerEvent ? kerntap[hook]!.nsPerEvent / bpftrace[hook]!.nsPerEvent : NaN,
+    bpftraceEvents: bpftrace[hook]?.events ?? 0,
+    ratio: bpftrace[hook]?.nsPerEvent ? kerntap[hook]!.nsPerEvent / bpftrace[hook]!.nsPerEvent : null,
   }));
-  return rows;
 }
 
-async function appOverhead(nginxPort: number) {
-  // BPF run-time stats cost every program run a clock read or two: off here,
-  // so this measures what users run.
-  writeFileSync('/proc/sys/kernel/bpf_stats_enabled', '0');
-  const result: Record<string, { ratios: number[]; median: number; min: number; max: number; rpsOff: number; rpsOn: number }> = {};
+/**
+ * BPF run-time stats, which the cost measurements need: held on by an fd
+ * (BPF_ENABLE_STATS) rather than the sysctl, which other processes may flip.
+ */
+class BpfStats {
+  private fd: number | undefined;
+  private readonly sysctlBefore = readFileSync(STATS_SYSCTL, 'utf8').trim();
+
+  on(): void {
+    this.fd ??= loadNative().enableStats();
+  }
+
+  /** Off while `work` runs (as far as this process can: the sysctl to 0, our fd closed). */
+  async offDuring<T>(work: () => Promise<T>): Promise<T> {
+    if (this.fd !== undefined) loadNative().closeFd(this.fd);
+    this.fd = undefined;
+    writeFileSync(STATS_SYSCTL, '0');
+    try {
+      return await work();
+    } finally {
+      writeFileSync(STATS_SYSCTL, this.sysctlBefore);
+      this.on();
+    }
+  }
+
+  restore(): void {
+    if (this.fd !== undefined) loadNative().closeFd(this.fd);
+    this.fd = undefined;
+    writeFileSync(STATS_SYSCTL, this.sysctlBefore);
+  }
+}
+const STATS_SYSCTL = '/proc/sys/kernel/bpf_stats_enabled';
+const stats = new BpfStats();
+
+/** Exporter config for the measuring runs: kerntap exports its programs' run time (kerntap_bpf_program_*). */
+const STATS_CONFIG = writeConfig('bpf:\n  stats: true\n');
+
+const spread = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
+
+/**
+ * wrk → nginx with kerntap attached and detached, in interleaved rounds.
+ * Two ratios per round: requests/s (on/off), and the app's CPU per request
+ * (off/on, from its cgroup): the second does not move when other processes
+ * take CPU away from both sides of a round, so it is the steadier figure on
+ * a busy machine.
+ */
+async function appOverhead(app: App) {
+  const result: Record<string, unknown> = {};
   for (const close of [true, false]) {
-    const ratios: number[] = [];
-    const on: number[] = [];
-    const off: number[] = [];
+    const rounds: { on: WrkResult; off: WrkResult }[] = [];
     for (let r = 0; r < P.rounds; r++) {
       // Alternate which side goes first, so drift does not favour one.
       const order = r % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
-      const got: Record<string, number> = {};
+      const got: Partial<Record<'on' | 'off', WrkResult>> = {};
       for (const side of order) {
         if (side === 'on') {
-          const k = await startKerntap();
-          got.on = wrk(nginxPort, P.roundS, close);
-          await k.stop();
+          const k = await startExporter(['--poll.interval', '5s']);
+          try {
+            await sleep(2000); // past start-up work (first poll, cgroup walk)
+            got.on = app.wrk({ seconds: P.roundS, close });
+          } finally {
+            await k.stop();
+          }
         } else {
-          got.off = wrk(nginxPort, P.roundS, close);
+          got.off = app.wrk({ seconds: P.roundS, close });
         }
       }
-      ratios.push(got.on! / got.off!);
-      on.push(got.on!);
-      off.push(got.off!);
-      log(`app overhead (${close ? 'new connection per request' : 'keep-alive'}) round ${r + 1}: ${(got.on! / got.off!).toFixed(3)}`);
+      rounds.push({ on: got.on!, off: got.off! });
+      log(`app overhead (${close ? 'new connection per request' : 'keep-alive'}) round ${r + 1}: req/s ${(got.on!.requestsPerS / got.off!.requestsPerS).toFixed(3)}, CPU/request ${(got.off!.cpuUsPerRequest / got.on!.cpuUsPerRequest).toFixed(3)}`);
     }
     result[close ? 'connection_per_request' : 'keep_alive'] = {
-      ratios, median: median(ratios), min: Math.min(...ratios), max: Math.max(...ratios), rpsOff: median(off), rpsOn: median(on),
+      rounds,
+      requestsPerS: spread(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)),
+      cpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)),
+      rpsOff: median(rounds.map((r) => r.off.requestsPerS)), rpsOn: median(rounds.map((r) => r.on.requestsPerS)),
+      cpuUsPerRequestOff: median(rounds.map((r) => r.off.cpuUsPerRequest)), cpuUsPerRequestOn: median(rounds.map((r) => r.on.cpuUsPerRequest)),
     };
   }
   return result;
@@ -188,119 +312,337 @@ function rssBytes(pid: number): number {
   return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 }
 
-async function exporterAtScale() {
-  log(`exporter at scale: ${P.conns} connections, ${P.cgroups} cgroups, ${P.scaleS}s, scrape every 15s`);
-  const root = path.join(detectCgroup2Root(), `kt-bench-${process.pid}`);
-  mkdirSync(root);
-  for (let i = 0; i < P.cgroups; i++) {
-    const dir = path.join(root, `c${i}`);
-    mkdirSync(dir);
-    spawnSync('/bin/sh', ['-c', `echo $$ > ${dir}/cgroup.procs; /bin/true`]);
+/**
+ * Live loopback TCP connections: this process holds the client ends, a child
+ * process the server ends (so neither needs 2 fds per connection).
+ */
+class ConnectionPool {
+  private sockets: net.Socket[] = [];
+  private listener: { child: ChildProcess; port: number } | undefined;
+
+  /** Established connections as the kernel counts them (server ends). */
+  get size(): number {
+    if (!this.listener) return 0;
+    return spawnSync('ss', ['-Htn', 'state', 'established', `( sport = :${this.listener.port} )`], { encoding: 'utf8' }).stdout.split('\n').filter(Boolean).length;
   }
-  const server = net.createServer((s) => s.on('error', () => undefined)).listen(0, '127.0.0.1');
-  await new Promise((r) => server.once('listening', r));
-  const port = (server.address() as net.AddressInfo).port;
-  const sockets: net.Socket[] = [];
-  for (let i = 0; i < P.conns; i++) {
-    const s = net.connect(port, '127.0.0.1');
-    s.on('error', () => undefined);
-    sockets.push(s);
-    if (i % 500 === 499) await sleep(50);
+
+  async grow(to: number): Promise<void> {
+    if (!this.listener) {
+      const child = spawn(process.execPath, ['-e', `const s = require('net').createServer((c) => c.on('error', () => {}));
+        s.listen({ port: 0, host: '127.0.0.1', backlog: 4096 }, () => console.log(s.address().port));`], { stdio: ['ignore', 'pipe', 'inherit'] });
+      const port = await new Promise<number>((resolve) => child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim()))));
+      this.listener = { child, port };
+    }
+    while (this.sockets.length < to) {
+      const s = net.connect(this.listener.port, '127.0.0.1');
+      s.on('error', () => undefined);
+      this.sockets.push(s);
+      if (this.sockets.length % 500 === 0) await sleep(50);
+    }
+    await sleep(500);
+    const established = this.size;
+    if (established < to) throw new Error(`only ${established} of ${to} loopback connections established (ulimit -n is ${spawnSync('sh', ['-c', 'ulimit -n'], { encoding: 'utf8' }).stdout.trim()})`);
   }
-  const k = await startKerntap(['--poll.interval', '5s']);
-  await sleep(5000);
-  const pid = k.child.pid!;
-  const t0 = cpuTicks(pid);
-  let maxRss = 0;
-  let scrapeMs = 0;
-  let seriesLines = 0;
-  const start = Date.now();
-  while (Date.now() - start < P.scaleS * 1000) {
-    const s0 = performance.now();
-    const body = await (await fetch(`${k.url}/metrics`)).text();
-    scrapeMs = Math.max(scrapeMs, performance.now() - s0);
-    seriesLines = body.split('\n').filter((l) => l && !l.startsWith('#')).length;
-    maxRss = Math.max(maxRss, rssBytes(pid));
-    await sleep(Math.min(15_000, P.scaleS * 1000 - (Date.now() - start)));
+
+  close(): void {
+    for (const s of this.sockets) s.destroy();
+    this.sockets = [];
+    this.listener?.child.kill();
+    this.listener = undefined;
   }
-  const cpuPct = ((cpuTicks(pid) - t0) / 100 / ((Date.now() - start) / 1000)) * 100;
-  maxRss = Math.max(maxRss, rssBytes(pid));
-  await k.stop();
-  for (const s of sockets) s.destroy();
-  server.close();
-  for (let i = 0; i < P.cgroups; i++) rmdirSync(path.join(root, `c${i}`));
-  rmdirSync(root);
-  return { connections: P.conns, cgroups: P.cgroups, seconds: P.scaleS, cpuPercentOfCore: cpuPct, maxRssMB: maxRss / 1e6, series: seriesLines, slowestScrapeMs: scrapeMs };
 }
 
-async function renderCost() {
+/** Cgroups under the detected cgroup2 root, each with a process run in it so it has CPU entries. */
+class CgroupPool {
+  private readonly parent = TestCgroup.unique('kt-bench');
+  private readonly children: TestCgroup[] = [];
+
+  get size(): number {
+    return this.children.length;
+  }
+
+  async grow(to: number): Promise<void> {
+    while (this.children.length < to) {
+      const batch = [];
+      for (let i = 0; i < 50 && this.children.length < to; i++) {
+        const cg = new TestCgroup(`c${this.children.length}`, this.parent);
+        this.children.push(cg);
+        batch.push(cg.runToEnd('true'));
+      }
+      await Promise.all(batch);
+    }
+  }
+
+  async destroy(): Promise<void> {
+    for (const cg of this.children) await cg.destroy();
+    await this.parent.destroy();
+  }
+}
+
+/** 10k connections, 1k cgroups, the default 5 s poll and a scrape every 15 s: CPU and RSS from /proc. */
+async function exporterAtScale(nodeOptions?: string) {
+  log(`exporter at scale: ${P.conns} connections, ${P.cgroups} cgroups, ${P.scaleS}s, scrape every 15s${nodeOptions ? `, NODE_OPTIONS=${nodeOptions}` : ''}`);
+  const cgroups = new CgroupPool();
+  const conns = new ConnectionPool();
+  try {
+    // The exporter first, so the cgroups' CPU time and the connections are in its maps.
+    const k = await startExporter(['--poll.interval', '5s'], nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {});
+    try {
+      await cgroups.grow(P.cgroups);
+      await conns.grow(P.conns);
+      await sleep(P.settleS * 1000);
+      const t0 = cpuTicks(k.pid);
+      let maxRss = 0;
+      let scrapeMs = 0;
+      let series = 0;
+      const start = Date.now();
+      while (Date.now() - start < P.scaleS * 1000) {
+        const s0 = performance.now();
+        const body = await k.scrape();
+        scrapeMs = Math.max(scrapeMs, performance.now() - s0);
+        series = parseExposition(body).length;
+        maxRss = Math.max(maxRss, rssBytes(k.pid));
+        await sleep(Math.min(15_000, P.scaleS * 1000 - (Date.now() - start)));
+      }
+      const cpuPct = ((cpuTicks(k.pid) - t0) / 100 / ((Date.now() - start) / 1000)) * 100;
+      maxRss = Math.max(maxRss, rssBytes(k.pid));
+      return { nodeOptions: nodeOptions ?? '', connections: conns.size, cgroups: cgroups.size, seconds: P.scaleS, cpuPercentOfCore: cpuPct, maxRssMB: maxRss / 1e6, series, slowestScrapeMs: scrapeMs };
+    } finally {
+      await k.stop();
+    }
+  } finally {
+    conns.close();
+    await cgroups.destroy();
+  }
+}
+
+/**
+ * Wall and CPU time of `work`, and the longest gap between 1 ms timer ticks
+ * while it runs: the longest event-loop block (on a busy machine, time taken
+ * by other processes counts in the wall time and the gap, not in the CPU time).
+ */
+async function longestBlock<T>(work: () => Promise<T>): Promise<{ result: T; ms: number; cpuMs: number; maxBlockMs: number }> {
+  let last = performance.now();
+  let maxBlockMs = 0;
+  const tick = setInterval(() => {
+    const now = performance.now();
+    maxBlockMs = Math.max(maxBlockMs, now - last);
+    last = now;
+  }, 1);
+  const cpu0 = process.cpuUsage();
+  const t0 = performance.now();
+  const result = await work();
+  const ms = performance.now() - t0;
+  const cpu = process.cpuUsage(cpu0);
+  await sleep(3); // let the timer record a block that ended with the work
+  clearInterval(tick);
+  return { result, ms, cpuMs: (cpu.user + cpu.system) / 1000, maxBlockMs };
+}
+
+/**
+ * Poll bookkeeping (SeriesTracker) and /metrics rendering for n series, as the
+ * poller does it: counter families of up to 10k series (the default
+ * limits.max_series_per_metric) with 4 labels, flow-like values; rendering
+ * also through prom-client's Registry, the baseline (same bytes). Medians of
+ * three polls after the first (steady state: every series already tracked);
+ * the longest block is the worst of the three.
+ */
+async function seriesCost() {
   const out = [];
-  const def = defineMetric({ name: 'kerntap.bench.total', kind: 'counter', unit: 'By', help: 'bench', labels: ['cgroup', 'role', 'peer', 'peer_port'] });
+  const perFamily = 10_000;
   for (const n of P.series) {
-    const snapshot: Snapshot = {
-      seq: 1, timeMs: Date.now(),
-      families: [{ def, kind: 'counter', points: Array.from({ length: n }, (_, i) => ({ labels: [`/kubepods.slice/pod${i % 997}/c${i}`, 'client', `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, '443'], value: i * 1.5, startMs: 0 })) }],
+    const defs = Array.from({ length: Math.ceil(n / perFamily) }, (_, f) =>
+      defineMetric({ name: `kerntap.bench.f${f}`, kind: 'counter', unit: 'By', help: 'bench', labels: ['cgroup', 'role', 'peer', 'peer_port'] }));
+    const poll = (round: number): RawFamily[] => defs.map((def, f) => numberFamily(def, Array.from({ length: Math.min(perFamily, n - f * perFamily) }, (_, j) => {
+      const i = f * perFamily + j;
+      return { labels: [`/kubepods.slice/pod${i % 997}/c${i}`, 'client', `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, '443'], value: i * 1.5 + round };
+    })));
+    const tracker = new SeriesTracker({ maxSeriesPerMetric: perFamily, maxLabelLength: 512, startMs: 0 });
+    tracker.track(poll(0), 0);
+    const runs = [];
+    for (let round = 1; round <= 3; round++) {
+      const raw = poll(round);
+      // As the poller does it: one family at a time, yielding in between.
+      const families: Family[] = [];
+      let trackMs = 0;
+      let trackBlockMs = 0;
+      for (const fam of raw) {
+        const t0 = performance.now();
+        families.push(...tracker.track([fam], round));
+        const ms = performance.now() - t0;
+        trackMs += ms;
+        trackBlockMs = Math.max(trackBlockMs, ms);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      const snapshot: Snapshot = { seq: round, timeMs: round, families };
+      const render = await longestBlock(() => renderExposition(snapshot, 'text'));
+      const baseline = await longestBlock(() => renderWithPromClient(snapshot, 'text'));
+      if (baseline.result !== render.result.toString('utf8')) throw new Error(`render of ${n} series differs from prom-client's`);
+      runs.push({
+        trackMs, trackBlockMs, renderMs: render.ms, renderCpuMs: render.cpuMs, maxBlockMs: render.maxBlockMs, body: render.result,
+        promClientMs: baseline.ms, promClientBlockMs: baseline.maxBlockMs,
+      });
+    }
+    const body = runs.at(-1)!.body;
+    const row = {
+      series: n, trackMs: median(runs.map((r) => r.trackMs)), trackMaxBlockMs: Math.max(...runs.map((r) => r.trackBlockMs)), renderMs: median(runs.map((r) => r.renderMs)), renderCpuMs: median(runs.map((r) => r.renderCpuMs)),
+      maxEventLoopBlockMs: Math.max(...runs.map((r) => r.maxBlockMs)),
+      promClientRenderMs: median(runs.map((r) => r.promClientMs)), promClientMaxBlockMs: Math.max(...runs.map((r) => r.promClientBlockMs)),
+      renderRatio: median(runs.map((r) => r.renderMs / r.promClientMs)), bytes: body.length, lines: parseExposition(body.toString('utf8')).length,
     };
-    const h = monitorEventLoopDelay({ resolution: 1 });
-    h.enable();
-    const t0 = performance.now();
-    const text = await renderSnapshot(snapshot, 'text');
-    const ms = performance.now() - t0;
-    await sleep(5);
-    h.disable();
-    out.push({ series: n, renderMs: ms, bytes: text.length, maxEventLoopBlockMs: h.max / 1e6 });
+    out.push(row);
+    log(`series ${n}: bookkeeping ${row.trackMs.toFixed(0)} ms (longest block ${row.trackMaxBlockMs.toFixed(0)} ms), render ${row.renderMs.toFixed(0)} ms (${row.renderRatio.toFixed(2)}× prom-client's), longest block ${row.maxEventLoopBlockMs.toFixed(0)} ms`);
   }
   return out;
 }
 
+/** readMap of a per-CPU hash (u64 key and value) filled from JS, median of 5, at each size. */
 async function batchRead() {
   const native = loadNative();
-  const obj = new native.BpfObject(path.join(ROOT, 'bpf/out/test/bench_map.bpf.o'));
-  try {
-    const key = Buffer.alloc(8);
-    const val = Buffer.alloc(8);
-    for (let i = 0; i < P.mapEntries; i++) {
-      key.writeBigUInt64LE(BigInt(i));
-      val.writeBigUInt64LE(BigInt(i));
-      obj.updateElem('bench_hash', key, val);
+  const out = [];
+  for (const entries of P.mapEntries) {
+    const obj = new native.BpfObject(path.join(ROOT, 'bpf/out/test/bench_map.bpf.o'), { maxEntries: { bench_hash: entries } });
+    try {
+      const key = Buffer.alloc(8);
+      const val = Buffer.alloc(8);
+      for (let i = 0; i < entries; i++) {
+        key.writeBigUInt64LE(BigInt(i));
+        val.writeBigUInt64LE(BigInt(i));
+        obj.updateElem('bench_hash', key, val);
+      }
+      const times = [];
+      let count = 0;
+      for (let i = 0; i < 5; i++) {
+        const t0 = performance.now();
+        count = (await obj.readMap('bench_hash')).count;
+        times.push(performance.now() - t0);
+      }
+      out.push({ entries: count, cpus: native.numPossibleCpus(), medianMs: median(times) });
+      log(`batch read ${count} entries: ${median(times).toFixed(1)} ms`);
+    } finally {
+      obj.close();
     }
-    const times = [];
-    let count = 0;
-    for (let i = 0; i < 5; i++) {
-      const t0 = performance.now();
-      count = (await obj.readMap('bench_hash')).count;
-      times.push(performance.now() - t0);
-    }
-    return { entries: count, cpus: native.numPossibleCpus(), medianMs: median(times) };
-  } finally {
-    obj.close();
   }
+  return out;
 }
 
-async function main() {
-  if (!existsSync('/sys/kernel/tracing/events')) spawnSync('mount', ['-t', 'tracefs', 'nodev', '/sys/kernel/tracing']);
-  const statsBefore = readFileSync('/proc/sys/kernel/bpf_stats_enabled', 'utf8').trim();
-  writeFileSync('/proc/sys/kernel/bpf_stats_enabled', '1');
-  const nginx = await startNginx();
+/**
+ * How the costs grow. In-kernel: ns/event and total BPF CPU against the event
+ * rate (wrk connections) and against the CPUs the workload runs on. Exporter:
+ * CPU per poll, poll duration and RSS against live connections and cgroups
+ * (one exporter polling every second while they are added).
+ */
+async function growth(app: App) {
+  const k = await startExporter(['--config.file', STATS_CONFIG]);
+  const eventRate = [];
+  const cpus = [];
+  const exporter: { growing: string; connections: number; cgroups: number; cpuMsPerPoll: number; pollMs: number; rssMB: number }[] = [];
+  const conns = new ConnectionPool();
+  const cgroups = new CgroupPool();
   try {
-    const results = {
+    await requireAllCollectors(k);
+    for (const connections of P.rateConnections) {
+      const c0 = await kerntapCounters(k);
+      const t0 = performance.now();
+      const rps = app.wrk({ seconds: P.stepS, close: true, connections }).requestsPerS;
+      const seconds = (performance.now() - t0) / 1000;
+      const hooks = hookCosts(c0, await kerntapCounters(k), seconds);
+      eventRate.push({ wrkConnections: connections, requestsPerS: rps, hooks });
+      log(`growth: event rate at ${connections} wrk connections: ${rps.toFixed(0)} req/s`);
+    }
+    for (const set of ['0', '0-1']) {
+      app.pin(set);
+      const c0 = await kerntapCounters(k);
+      const t0 = performance.now();
+      const rps = app.wrk({ seconds: P.stepS, close: true, cpus: set }).requestsPerS;
+      const seconds = (performance.now() - t0) / 1000;
+      const hooks = hookCosts(c0, await kerntapCounters(k), seconds);
+      cpus.push({ cpus: set.includes('-') ? 2 : 1, requestsPerS: rps, hooks });
+      log(`growth: workload on CPUs ${set}: ${rps.toFixed(0)} req/s`);
+    }
+    app.pin(`0-${loadNative().numPossibleCpus() - 1}`);
+    await k.stop();
+
+    // Exporter cost: its own self-metrics, over a window of 1 s polls.
+    const e = await startExporter(['--poll.interval', '1s']);
+    const measure = async (growing: string) => {
+      await sleep(P.settleS * 1000);
+      const first = parseExposition(await e.scrape());
+      const t0 = performance.now();
+      const polls: number[] = [];
+      for (let i = 0; i < P.exporterStepS; i++) {
+        await sleep(1000);
+        polls.push(value(parseExposition(await e.scrape()), 'kerntap_poll_duration_seconds')! * 1000);
+      }
+      const last = parseExposition(await e.scrape());
+      const pollsInWindow = (performance.now() - t0) / 1000; // one poll a second
+      const cpu = (s: typeof first) => value(s, 'kerntap_process_cpu_time_seconds_total')!;
+      exporter.push({
+        growing, connections: conns.size, cgroups: cgroups.size,
+        cpuMsPerPoll: ((cpu(last) - cpu(first)) * 1000) / pollsInWindow,
+        pollMs: median(polls), rssMB: value(last, 'kerntap_process_memory_rss_bytes')! / 1e6,
+      });
+      log(`growth: ${conns.size} connections, ${cgroups.size} cgroups: poll ${median(polls).toFixed(1)} ms`);
+    };
+    try {
+      for (const n of P.connSteps) {
+        await conns.grow(n);
+        await measure('connections');
+      }
+      conns.close();
+      for (const n of P.cgroupSteps) {
+        await cgroups.grow(n);
+        await measure('cgroups');
+      }
+    } finally {
+      await e.stop();
+    }
+  } finally {
+    await k.stop();
+    conns.close();
+    await cgroups.destroy();
+  }
+  return { eventRate, cpus, exporter };
+}
+
+const PARTS = {
+  inKernel: (app: App) => inKernelCost(app),
+  // BPF run-time stats cost every program run two clock reads: off here, so
+  // this measures what users run.
+  appOverhead: (app: App) => stats.offDuring(() => appOverhead(app)),
+  render: () => seriesCost(),
+  batchRead: () => batchRead(),
+  scale: () => exporterAtScale(),
+  // The same with V8's young generation capped (RSS: BENCHMARKS.md §3); the smoke run has no need of it.
+  scaleSmallYoungGen: () => (SMOKE ? Promise.resolve(null) : exporterAtScale('--max-semi-space-size=1')),
+  growth: (app: App) => growth(app),
+};
+type Part = keyof typeof PARTS;
+
+async function main() {
+  const only = (ARGS.only?.split(',') ?? Object.keys(PARTS)) as Part[];
+  for (const part of only) if (!(part in PARTS)) throw new Error(`--only: unknown part ${JSON.stringify(part)} (parts: ${Object.keys(PARTS).join(', ')})`);
+  if (!existsSync('/sys/kernel/tracing/events')) spawnSync('mount', ['-t', 'tracefs', 'nodev', '/sys/kernel/tracing']);
+  stats.on();
+  const app = await App.start();
+  try {
+    const results: Record<string, unknown> = {
       mode: SMOKE ? 'smoke' : 'full',
       date: new Date().toISOString(),
       kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
       cpus: loadNative().numPossibleCpus(),
-      inKernel: await inKernelCost(nginx.port),
-      appOverhead: await appOverhead(nginx.port),
-      render: await renderCost(),
-      batchRead: await batchRead(),
-      scale: await exporterAtScale(),
     };
-    const file = path.join(ROOT, `bench/results/${results.mode}.json`);
-    writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+    for (const part of only) results[part] = await PARTS[part](app);
     process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
-    log(`wrote ${file}`);
+    // A partial run (--only) is for development: it does not replace the recorded results.
+    if (!ARGS.only) {
+      const file = path.join(ROOT, `bench/results/${results.mode}.json`);
+      writeFileSync(file, `${JSON.stringify(results, null, 2)}\n`);
+      log(`wrote ${file}`);
+    }
   } finally {
-    nginx.stop();
-    writeFileSync('/proc/sys/kernel/bpf_stats_enabled', statsBefore);
+    await app.stop();
+    stats.restore();
   }
 }
 

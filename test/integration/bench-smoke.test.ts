@@ -30,7 +30,9 @@ test('bench/run.sh --smoke measures every part', (t) => {
   for (const mode of ['connection_per_request', 'keep_alive']) {
     const a = res.appOverhead[mode];
     // One 1-second round measures nothing on a shared machine; it proves both sides ran.
-    assert.ok(a.rpsOff > 0 && a.rpsOn > 0 && Number.isFinite(a.median) && a.median > 0, `${mode} A/B ratio ${a.median}`);
+    assert.ok(a.rpsOff > 0 && a.rpsOn > 0, `${mode} requests/s with and without kerntap`);
+    assert.ok(a.cpuUsPerRequestOff > 0 && a.cpuUsPerRequestOn > 0 && a.cpuUsPerRequestOn < 10_000, `${mode} CPU per request from the app's cgroup`);
+    assert.ok(Number.isFinite(a.requestsPerS.median) && Number.isFinite(a.cpuPerRequest.median), `${mode} A/B ratios`);
   }
 
   // Every rendered series parses back as one sample.

@@ -1,0 +1,194 @@
+/**
+ * Soak: `bash bench/soak.sh [--minutes 30] [--sample 10]`. Runs one kerntap
+ * (as shipped: default config but for short TTLs, so ageing happens inside
+ * the window) under steady churn, and records its RSS, CPU, open fds, BPF
+ * map fill and series count over time into bench/results/soak.json
+ * (bench/plot.py draws bench/results/soak.png from it).
+ *
+ * Churn: HTTP requests to nginx on loopback, each on a new TCP connection
+ * (1 000 a second: 1.8 million in 30 minutes), connects to a closed port (failed connects,
+ * resets), and a new cgroup every few seconds that runs a process, makes
+ * connections to a port of its own (a new flow) and is deleted. A scrape
+ * every 15 s, as Prometheus would.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { TestCgroup } from '../test/helpers/cgroup.js';
+import { sleep, startExporter, writeConfig } from '../test/helpers/exporter.js';
+import { find, parseExposition, value } from '../test/helpers/exposition.js';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
+const { values: ARGS } = parseArgs({ options: { minutes: { type: 'string', default: '30' }, sample: { type: 'string', default: '10' } } });
+const MINUTES = Number(ARGS.minutes);
+const SAMPLE_S = Number(ARGS.sample);
+if (!(MINUTES > 0) || !(SAMPLE_S >= 1)) throw new Error('--minutes must be > 0 and --sample >= 1 (seconds)');
+const log = (msg: string) => process.stderr.write(`soak: ${msg}\n`);
+/** New connections per second from the churn loop. */
+const RATE = 1000;
+
+/** Short TTLs: deleted cgroups and idle flows age out within the soak window. */
+const CONFIG = writeConfig(`cgroup:
+  ttl: 1m
+collectors:
+  tcp:
+    flow_ttl: 1m
+`);
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = net.createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as net.AddressInfo).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function startNginx(port: number): ChildProcess {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kt-soak-nginx-'));
+  writeFileSync(path.join(dir, 'index.html'), 'x'.repeat(512));
+  writeFileSync(path.join(dir, 'nginx.conf'), `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
+events { worker_connections 4096; }
+http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
+  server { listen 127.0.0.1:${port}; root ${dir}; } }`);
+  return spawn('nginx', ['-c', path.join(dir, 'nginx.conf')], { stdio: 'ignore' });
+}
+
+interface Sample {
+  t: number;
+  rssMB: number;
+  cpuPercentOfCore: number;
+  fds: number;
+  series: number;
+  mapEntries: Record<string, number>;
+  mapCapacity: Record<string, number>;
+  mapOverflow: number;
+  connectionsOpened: number;
+  pollMs: number;
+}
+
+const ticks = (pid: number) => {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  return Number(f[11]) + Number(f[12]);
+};
+const rss = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+const activeOpens = () => {
+  const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
+  const [names, vals] = [lines[0]!.split(/\s+/), lines[1]!.split(/\s+/)];
+  return Number(vals[names.indexOf('ActiveOpens')]);
+};
+
+async function main() {
+  const nginxPort = await freePort();
+  const closedPort = await freePort();
+  const nginx = startNginx(nginxPort);
+  const churners: ChildProcess[] = [];
+  const cgroups: TestCgroup[] = [];
+  const k = await startExporter(['--config.file', CONFIG, '--poll.interval', '5s']);
+  let stopping = false;
+  try {
+    await sleep(1000);
+    // Steady connection churn at a fixed rate (not all of the machine):
+    // RATE HTTP requests a second, each on a new connection.
+    churners.push(spawn(process.execPath, ['-e', `const net = require('net');
+      setInterval(() => { for (let i = 0; i < ${RATE / 100}; i++) {
+        const c = net.connect(${nginxPort}, '127.0.0.1', () => c.end('GET / HTTP/1.0\\r\\n\\r\\n'));
+        c.on('data', () => {}); c.on('error', () => {}); } }, 10);`], { stdio: 'ignore' }));
+    churners.push(spawn('/bin/bash', ['-c', `while :; do (echo > /dev/tcp/127.0.0.1/${closedPort}) 2>/dev/null; sleep 0.05; done`], { stdio: 'ignore' }));
+    // Cgroup churn: one lives ~10 s, a new one every 3 s.
+    const cgroupLoop = (async () => {
+      let n = 0;
+      while (!stopping) {
+        const cg = TestCgroup.unique(`kt-soak-${n++}`);
+        cgroups.push(cg);
+        cg.run(`for i in 1 2 3 4 5; do curl -s -o /dev/null http://127.0.0.1:${nginxPort}/; done; sleep 8`);
+        while (cgroups.length > 4) await cgroups.shift()!.destroy();
+        await sleep(3000);
+      }
+    })();
+    const scrapeLoop = (async () => {
+      while (!stopping) {
+        await k.scrape().catch(() => undefined);
+        await sleep(15_000);
+      }
+    })();
+
+    const samples: Sample[] = [];
+    const t0 = Date.now();
+    const opens0 = activeOpens();
+    let lastTicks = ticks(k.pid);
+    let lastT = t0;
+    while (Date.now() - t0 < MINUTES * 60_000) {
+      await sleep(SAMPLE_S * 1000);
+      const s = parseExposition(await k.scrape());
+      const now = Date.now();
+      const tk = ticks(k.pid);
+      const entries: Record<string, number> = {};
+      const capacity: Record<string, number> = {};
+      for (const x of find(s, 'kerntap_bpf_map_entries')) entries[x.labels.map!] = x.value;
+      for (const x of find(s, 'kerntap_bpf_map_capacity')) capacity[x.labels.map!] = x.value;
+      const sample: Sample = {
+        t: (now - t0) / 1000,
+        rssMB: rss(k.pid) / 1e6,
+        cpuPercentOfCore: ((tk - lastTicks) / 100 / ((now - lastT) / 1000)) * 100,
+        fds: readdirSync(`/proc/${k.pid}/fd`).length,
+        series: find(s, 'kerntap_series').reduce((sum, x) => sum + x.value, 0),
+        mapEntries: entries,
+        mapCapacity: capacity,
+        mapOverflow: find(s, 'kerntap_map_overflow_total').reduce((sum, x) => sum + x.value, 0),
+        connectionsOpened: activeOpens() - opens0,
+        pollMs: (value(s, 'kerntap_poll_duration_seconds') ?? 0) * 1000,
+      };
+      samples.push(sample);
+      lastTicks = tk;
+      lastT = now;
+      log(`${sample.t.toFixed(0)} s: RSS ${sample.rssMB.toFixed(1)} MB, CPU ${sample.cpuPercentOfCore.toFixed(2)}%, fds ${sample.fds}, series ${sample.series}, flows ${entries.flows ?? '?'}, ${sample.connectionsOpened} connections so far`);
+    }
+    stopping = true;
+    await Promise.all([cgroupLoop, scrapeLoop]);
+
+    // Flat or not: the first and the last third of the run compared.
+    const third = Math.max(1, Math.floor(samples.length / 3));
+    const mean = (xs: number[]) => xs.reduce((a, b) => a + b, 0) / xs.length;
+    const compare = (f: (s: Sample) => number) => ({
+      firstThird: mean(samples.slice(third, 2 * third).map(f)),
+      lastThird: mean(samples.slice(-third).map(f)),
+      max: Math.max(...samples.map(f)),
+    });
+    const result = {
+      date: new Date().toISOString(),
+      kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
+      minutes: MINUTES,
+      sampleSeconds: SAMPLE_S,
+      connectionsOpened: samples.at(-1)!.connectionsOpened,
+      summary: {
+        rssMB: compare((s) => s.rssMB),
+        cpuPercentOfCore: compare((s) => s.cpuPercentOfCore),
+        fds: compare((s) => s.fds),
+        series: compare((s) => s.series),
+        flows: compare((s) => s.mapEntries.flows ?? 0),
+        cpuMapEntries: compare((s) => s.mapEntries.cpu_ns ?? 0),
+        mapOverflow: samples.at(-1)!.mapOverflow,
+      },
+      samples,
+    };
+    const file = path.join(ROOT, 'bench/results/soak.json');
+    writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+    log(`wrote ${file}`);
+  } finally {
+    stopping = true;
+    for (const c of churners) c.kill('SIGKILL');
+    await k.stop();
+    nginx.kill('SIGQUIT');
+    for (const cg of cgroups) await cg.destroy();
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`soak: ${(err as Error).stack}\n`);
+  process.exit(1);
+});
