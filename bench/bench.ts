@@ -6,7 +6,7 @@
  * bench/results/<full|smoke>.json (bench/plot.py draws the growth figure).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -19,6 +19,7 @@ import { numberFamily, type Family, type RawFamily, type Snapshot } from '../src
 import { SeriesTracker } from '../src/series.js';
 import { TestCgroup } from '../test/helpers/cgroup.js';
 import { sleep, startExporter, writeConfig, type Exporter } from '../test/helpers/exporter.js';
+import { bpfProgramsOf } from '../test/helpers/env.js';
 import { find, parseExposition, value } from '../test/helpers/exposition.js';
 import { renderWithPromClient } from '../test/helpers/prom-client-render.js';
 
@@ -27,11 +28,11 @@ const { values: ARGS } = parseArgs({ options: { smoke: { type: 'boolean' }, only
 const SMOKE = ARGS.smoke === true;
 const P = SMOKE
   ? {
-    workloadS: 2, rounds: 1, roundS: 1, conns: 200, cgroups: 20, scaleS: 3, settleS: 1, series: [1000, 10000], mapEntries: [1000, 10000],
+    workloadS: 2, kernelRounds: 1, rounds: 1, roundS: 1, conns: 200, cgroups: 20, scaleS: 3, settleS: 1, series: [1000, 10000], mapEntries: [1000, 10000],
     rateConnections: [1, 16], stepS: 1, exporterStepS: 1, connSteps: [0, 200], cgroupSteps: [0, 20],
   }
   : {
-    workloadS: 10, rounds: 5, roundS: 5, conns: 10000, cgroups: 1000, scaleS: 60, settleS: 5, series: [1000, 10000, 100000], mapEntries: [1000, 10000, 100000],
+    workloadS: 8, kernelRounds: 4, rounds: 6, roundS: 5, conns: 10000, cgroups: 1000, scaleS: 60, settleS: 5, series: [1000, 10000, 100000], mapEntries: [1000, 10000, 100000],
     rateConnections: [1, 4, 16, 64], stepS: 5, exporterStepS: 10, connSteps: [0, 2500, 5000, 10000], cgroupSteps: [0, 250, 500, 1000],
   };
 
@@ -168,59 +169,116 @@ function bpftoolCounters(ids: Set<number>): ProgCounters {
   return new Map(bpftoolProgs().filter((p) => ids.has(p.id)).map((p) => [p.name, { runTimeNs: p.run_time_ns ?? 0, runs: p.run_cnt ?? 0 }]));
 }
 
+/** Perf event fds a process holds (bpftrace attaches tracepoints with them). */
+function perfEventsOf(pid: number): number {
+  let n = 0;
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    try {
+      if (readlinkSync(`/proc/${pid}/fd/${fd}`) === 'anon_inode:[perf_event]') n++;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return n;
+}
+
+/** bench/bpftrace/equivalent.bt attached, and its programs' counters (from bpftool: bpftrace has no self-metrics). */
+class Bpftrace {
+  private constructor(private readonly child: ChildProcess, private readonly ids: Set<number>) {}
+
+  static async start(): Promise<Bpftrace> {
+    const child = spawn('bpftrace', [path.join(ROOT, 'bench/bpftrace/equivalent.bt')], { stdio: 'ignore' });
+    // Its programs are the ones its own fds hold (bpftool's names are not
+    // unique: kerntap's tcp_probe is a tcp_probe too). bpftrace loads every
+    // probe, then attaches each one with a perf event: wait for five
+    // programs and five perf events (which works with BPF stats off too).
+    const alive = () => child.pid !== undefined && child.exitCode === null;
+    const ids = () => new Set(alive() ? bpfProgramsOf(child.pid!) : []);
+    const attached = () => (alive() ? perfEventsOf(child.pid!) : 0);
+    for (let i = 0; i < 600 && (ids().size < 5 || attached() < 5) && alive(); i++) await sleep(100);
+    const bt = new Bpftrace(child, ids());
+    if (bt.ids.size < 5 || attached() < 5) {
+      await bt.stop();
+      throw new Error(`bpftrace did not load and attach its 5 probes in 60 s (${bt.ids.size} programs, ${attached()} attached)`);
+    }
+    return bt;
+  }
+
+  counters(): ProgCounters {
+    return bpftoolCounters(this.ids);
+  }
+
+  async stop(): Promise<void> {
+    if (this.child.exitCode !== null) return;
+    const exited = new Promise((r) => this.child.on('exit', r));
+    this.child.kill('SIGINT');
+    await exited;
+  }
+}
+
+/**
+ * ns/event per hook, kerntap and bpftrace on the same workload, in
+ * alternating rounds (the order flips every round, so drift favours
+ * neither); each round's ratio is taken from the two sides of that round.
+ */
 async function inKernelCost(app: App) {
   const closedPort = await freePort();
-  const workload = () => {
+  const workload = (): number => {
     const load = schedAndResetLoad(P.workloadS, closedPort);
+    const t0 = performance.now();
     app.wrk({ seconds: P.workloadS, close: true });
     load.kill();
+    return (performance.now() - t0) / 1000;
   };
-  log('in-kernel cost: kerntap');
-  let kerntap: Record<string, HookCost>;
-  const k = await startExporter(['--config.file', STATS_CONFIG]);
-  try {
-    await requireAllCollectors(k);
-    const k0 = await kerntapCounters(k);
-    const t0 = performance.now();
-    workload();
-    const seconds = (performance.now() - t0) / 1000;
-    kerntap = hookCosts(k0, await kerntapCounters(k), seconds);
-  } finally {
-    await k.stop();
+  const sides = {
+    kerntap: async (): Promise<Record<string, HookCost>> => {
+      const k = await startExporter(['--config.file', STATS_CONFIG]);
+      try {
+        await requireAllCollectors(k);
+        const c0 = await kerntapCounters(k);
+        const seconds = workload();
+        return hookCosts(c0, await kerntapCounters(k), seconds);
+      } finally {
+        await k.stop();
+      }
+    },
+    bpftrace: async (): Promise<Record<string, HookCost>> => {
+      const bt = await Bpftrace.start();
+      try {
+        const c0 = bt.counters();
+        const seconds = workload();
+        return hookCosts(c0, bt.counters(), seconds);
+      } finally {
+        await bt.stop();
+      }
+    },
+  };
+  const rounds: { kerntap: Record<string, HookCost>; bpftrace: Record<string, HookCost> }[] = [];
+  for (let r = 0; r < P.kernelRounds; r++) {
+    const order = r % 2 === 0 ? (['kerntap', 'bpftrace'] as const) : (['bpftrace', 'kerntap'] as const);
+    const got: Partial<(typeof rounds)[number]> = {};
+    for (const side of order) {
+      log(`in-kernel cost round ${r + 1}: ${side}`);
+      got[side] = await sides[side]();
+    }
+    rounds.push(got as (typeof rounds)[number]);
   }
-
-  log('in-kernel cost: bpftrace');
-  let bpftrace: Record<string, HookCost>;
-  const existing = new Set(bpftoolProgs().map((p) => p.id));
-  const bt = spawn('bpftrace', [path.join(ROOT, 'bench/bpftrace/equivalent.bt')], { stdio: 'ignore' });
-  try {
-    // bpftrace loads every probe, then attaches them one by one: wait for all
-    // five programs, then until sched_switch (which fires all the time) runs.
-    const btIds = () => new Set(bpftoolProgs().filter((p) => !existing.has(p.id) && HOOKS[p.name]).map((p) => p.id));
-    for (let i = 0; i < 600 && btIds().size < 5; i++) await sleep(100);
-    const ids = btIds();
-    const running = () => [...bpftoolCounters(ids).entries()].some(([name, c]) => HOOKS[name] === 'sched_switch' && c.runs > 0);
-    for (let i = 0; i < 300 && !running(); i++) await sleep(100);
-    if (ids.size < 5 || !running()) throw new Error(`bpftrace did not attach its 5 probes in time (${ids.size} loaded)`);
-    await sleep(500);
-    const b0 = bpftoolCounters(ids);
-    const t0 = performance.now();
-    workload();
-    const seconds = (performance.now() - t0) / 1000;
-    bpftrace = hookCosts(b0, bpftoolCounters(ids), seconds);
-  } finally {
-    bt.kill('SIGINT');
-    await new Promise((r) => bt.on('exit', r));
-  }
-
-  return Object.keys(kerntap).sort().map((hook) => ({
-    hook,
-    kerntapNs: kerntap[hook]!.nsPerEvent,
-    bpftraceNs: bpftrace[hook]?.nsPerEvent ?? 0,
-    events: kerntap[hook]!.events,
-    bpftraceEvents: bpftrace[hook]?.events ?? 0,
-    ratio: bpftrace[hook]?.nsPerEvent ? kerntap[hook]!.nsPerEvent / bpftrace[hook]!.nsPerEvent : null,
-  }));
+  const hooks = [...new Set(rounds.flatMap((r) => Object.keys(r.kerntap)))].sort();
+  return hooks.map((hook) => {
+    const k = rounds.map((r) => r.kerntap[hook]?.nsPerEvent ?? 0);
+    const b = rounds.map((r) => r.bpftrace[hook]?.nsPerEvent ?? 0);
+    const ratios = rounds.filter((r) => (r.bpftrace[hook]?.nsPerEvent ?? 0) > 0 && (r.kerntap[hook]?.events ?? 0) > 0)
+      .map((r) => r.kerntap[hook]!.nsPerEvent / r.bpftrace[hook]!.nsPerEvent);
+    return {
+      hook,
+      kerntapNs: median(k),
+      bpftraceNs: median(b),
+      events: median(rounds.map((r) => r.kerntap[hook]?.events ?? 0)),
+      bpftraceEvents: median(rounds.map((r) => r.bpftrace[hook]?.events ?? 0)),
+      ratio: ratios.length ? spread(ratios) : null,
+      rounds: rounds.map((r) => ({ kerntap: r.kerntap[hook] ?? null, bpftrace: r.bpftrace[hook] ?? null })),
+    };
+  });
 }
 
 /**
@@ -263,20 +321,25 @@ const STATS_CONFIG = writeConfig('bpf:\n  stats: true\n');
 const spread = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), max: Math.max(...xs) });
 
 /**
- * wrk → nginx with kerntap attached and detached, in interleaved rounds.
- * Two ratios per round: requests/s (on/off), and the app's CPU per request
- * (off/on, from its cgroup): the second does not move when other processes
- * take CPU away from both sides of a round, so it is the steadier figure on
- * a busy machine.
+ * wrk → nginx with kerntap attached, with nothing attached, and with the
+ * equivalent bpftrace script attached, in interleaved rounds (the order
+ * rotates every round, so drift favours no side). Two ratios per round:
+ * requests/s (attached/detached), and the app's CPU per request
+ * (detached/attached, from its cgroup): the second does not move when other
+ * processes take CPU away from every side of a round, so it is the steadier
+ * figure on a busy machine. The app's CPU per request includes everything
+ * the kernel does for it, tracepoint overhead outside the BPF programs too,
+ * so kerntap's and bpftrace's extra CPU per request compare their whole cost.
  */
 async function appOverhead(app: App) {
+  type Side = 'off' | 'on' | 'bpftrace';
   const result: Record<string, unknown> = {};
   for (const close of [true, false]) {
-    const rounds: { on: WrkResult; off: WrkResult }[] = [];
+    const rounds: Record<Side, WrkResult>[] = [];
     for (let r = 0; r < P.rounds; r++) {
-      // Alternate which side goes first, so drift does not favour one.
-      const order = r % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
-      const got: Partial<Record<'on' | 'off', WrkResult>> = {};
+      const sides: Side[] = ['off', 'on', 'bpftrace'];
+      const order = [...sides.slice(r % 3), ...sides.slice(0, r % 3)];
+      const got: Partial<Record<Side, WrkResult>> = {};
       for (const side of order) {
         if (side === 'on') {
           const k = await startExporter(['--poll.interval', '5s']);
@@ -286,19 +349,34 @@ async function appOverhead(app: App) {
           } finally {
             await k.stop();
           }
+        } else if (side === 'bpftrace') {
+          const bt = await Bpftrace.start();
+          try {
+            got.bpftrace = app.wrk({ seconds: P.roundS, close });
+          } finally {
+            await bt.stop();
+          }
         } else {
           got.off = app.wrk({ seconds: P.roundS, close });
         }
       }
-      rounds.push({ on: got.on!, off: got.off! });
-      log(`app overhead (${close ? 'new connection per request' : 'keep-alive'}) round ${r + 1}: req/s ${(got.on!.requestsPerS / got.off!.requestsPerS).toFixed(3)}, CPU/request ${(got.off!.cpuUsPerRequest / got.on!.cpuUsPerRequest).toFixed(3)}`);
+      const round = got as Record<Side, WrkResult>;
+      rounds.push(round);
+      log(`app overhead (${close ? 'new connection per request' : 'keep-alive'}) round ${r + 1}: req/s ${(round.on.requestsPerS / round.off.requestsPerS).toFixed(3)}, CPU/request ${(round.off.cpuUsPerRequest / round.on.cpuUsPerRequest).toFixed(3)} (bpftrace ${(round.off.cpuUsPerRequest / round.bpftrace.cpuUsPerRequest).toFixed(3)})`);
     }
+    const extra = (r: Record<Side, WrkResult>, side: Side) => r[side].cpuUsPerRequest - r.off.cpuUsPerRequest;
     result[close ? 'connection_per_request' : 'keep_alive'] = {
       rounds,
       requestsPerS: spread(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)),
       cpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)),
+      bpftraceRequestsPerS: spread(rounds.map((r) => r.bpftrace.requestsPerS / r.off.requestsPerS)),
+      bpftraceCpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.bpftrace.cpuUsPerRequest)),
+      /** Extra app CPU per request (µs) with kerntap and with bpftrace attached (medians over rounds). */
+      extraCpuUsPerRequest: { kerntap: median(rounds.map((r) => extra(r, 'on'))), bpftrace: median(rounds.map((r) => extra(r, 'bpftrace'))) },
       rpsOff: median(rounds.map((r) => r.off.requestsPerS)), rpsOn: median(rounds.map((r) => r.on.requestsPerS)),
+      rpsBpftrace: median(rounds.map((r) => r.bpftrace.requestsPerS)),
       cpuUsPerRequestOff: median(rounds.map((r) => r.off.cpuUsPerRequest)), cpuUsPerRequestOn: median(rounds.map((r) => r.on.cpuUsPerRequest)),
+      cpuUsPerRequestBpftrace: median(rounds.map((r) => r.bpftrace.cpuUsPerRequest)),
     };
   }
   return result;

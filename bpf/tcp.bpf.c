@@ -85,6 +85,8 @@ struct sock_state {
 	__u8 established;    /* counted in flow_val.active */
 	__u8 fin_sent;       /* our FIN went out (FIN_WAIT1 or LAST_ACK seen) */
 	__u8 key_ok;
+	__u8 resets_received; /* a received reset is always followed by CLOSE: added to the flow there */
+	__u8 pad[3];
 	char comm[16];       /* who called connect() or listen(); children inherit */
 	struct flow_key key;
 };
@@ -186,35 +188,29 @@ static __always_inline void claim(__u64 *reported, __u64 now, __u64 *total)
 	}
 }
 
-/*
- * Adds what the socket's counters grew by since its last report. At close
- * the counters include the FIN's sequence number when our FIN was acked
- * (bytes_acked) or the peer's FIN arrived (bytes_received); data excludes
- * them, so they are taken off.
- */
-static __always_inline void report_traffic(struct sock_state *st, const struct sock *sk,
-					   struct tcp_sock *tp, bool closing)
+/* Adds what the socket's counters grew by since its last report to v. */
+static __always_inline void add_traffic(struct sock_state *st, struct flow_val *v,
+					__u64 acked, __u64 received, __u64 retrans)
 {
-	__u64 acked = tp->bytes_acked;
-	__u64 received = tp->bytes_received;
-	__u64 retrans;
-	struct flow_val *v;
-
-	if (closing) {
-		if (st->fin_sent && acked > 0 && tp->snd_una == tp->write_seq)
-			acked--;
-		if (received > 0 && (sk->__sk_common.skc_flags & (1UL << KT_SOCK_DONE)))
-			received--;
-	}
-	retrans = tp->total_retrans;
-	if (acked <= st->acked && received <= st->received && retrans <= st->retrans)
-		return;
-	v = flow_of(key_of(st, sk));
-	if (!v)
-		return;
 	claim(&st->acked, acked, &v->sent);
 	claim(&st->received, received, &v->received);
 	claim(&st->retrans, retrans, &v->retrans);
+}
+
+/* The same for a live socket: the flow is looked up only when a counter moved. */
+static __always_inline void report_traffic(struct sock_state *st, const struct sock *sk,
+					   struct tcp_sock *tp)
+{
+	__u64 acked = tp->bytes_acked;
+	__u64 received = tp->bytes_received;
+	__u64 retrans = tp->total_retrans;
+	struct flow_val *v;
+
+	if (acked <= st->acked && received <= st->received && retrans <= st->retrans)
+		return;
+	v = flow_of(key_of(st, sk));
+	if (v)
+		add_traffic(st, v, acked, received, retrans);
 }
 
 static __always_inline void set_active(struct sock_state *st, const struct sock *sk, bool on)
@@ -260,7 +256,9 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 		__builtin_memset(st, 0, sizeof(*st));
 		st->syn_ns = bpf_ktime_get_ns();
 		st->role = ROLE_CLIENT;
-		bpf_get_current_comm(st->comm, sizeof(st->comm));
+		/* The owner of a client connection shows only in per-connection mode. */
+		if (per_connection)
+			bpf_get_current_comm(st->comm, sizeof(st->comm));
 		return 0;
 	case KT_TCP_LISTEN:
 		st = state_of(sk, true);
@@ -315,18 +313,35 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 		return 0;
 	}
 
-	/* newstate == TCP_CLOSE */
-	if (oldstate == KT_TCP_ESTABLISHED)
-		set_active(st, sk, false);
-	report_traffic(st, sk, tp, true);
-	if (oldstate == KT_TCP_SYN_SENT) {
-		v = flow_of(key_of(st, sk));
-		if (v)
+	/*
+	 * newstate == TCP_CLOSE: everything the connection still owes its flow
+	 * (the active gauge, the rest of its traffic, a failed connect, a
+	 * received reset) goes in with one lookup. At close the counters
+	 * include the FIN's sequence number when our FIN was acked
+	 * (bytes_acked) or the peer's FIN arrived (bytes_received); data
+	 * excludes them, so they are taken off.
+	 */
+	v = flow_of(key_of(st, sk));
+	if (v) {
+		__u64 acked = tp->bytes_acked;
+		__u64 received = tp->bytes_received;
+
+		if (st->fin_sent && acked > 0 && tp->snd_una == tp->write_seq)
+			acked--;
+		if (received > 0 && (sk->__sk_common.skc_flags & (1UL << KT_SOCK_DONE)))
+			received--;
+		add_traffic(st, v, acked, received, tp->total_retrans);
+		if (st->established)
+			__sync_fetch_and_add(&v->active, (__u64)-1);
+		if (oldstate == KT_TCP_SYN_SENT)
 			__sync_fetch_and_add(&v->failed[failure_of(sk->sk_err) % FAIL_KINDS], 1);
-	} else if (st->est_ns) {
+		if (st->resets_received)
+			__sync_fetch_and_add(&v->resets_received, st->resets_received);
+	}
+	st->established = st->resets_received = 0;
+	if (oldstate != KT_TCP_SYN_SENT && st->est_ns)
 		hist_add(key_of(st, sk)->cgroup_id,
 			 st->role == ROLE_CLIENT ? HIST_LIFETIME_CLIENT : HIST_LIFETIME_SERVER, now - st->est_ns);
-	}
 	/* The socket may be reused (connect after close): start over. */
 	st->syn_ns = st->est_ns = 0;
 	return 0;
@@ -355,7 +370,7 @@ int BPF_PROG(tcp_probe, struct sock *sk, struct sk_buff *skb)
 	srtt = tp->srtt_us >> 3;
 	if (srtt)
 		hist_add(key_of(st, sk)->cgroup_id, HIST_RTT, (__u64)srtt * 1000);
-	report_traffic(st, sk, tp, false);
+	report_traffic(st, sk, tp);
 	return 0;
 }
 
@@ -371,6 +386,12 @@ static __always_inline void count_reset(const struct sock *sk, bool sent)
 		v = flow_of(&k);
 	} else {
 		st = state_of(sk, false);
+		if (st && !sent && sk->__sk_common.skc_state != KT_TCP_LISTEN) {
+			/* tcp_reset() closes the socket next: counted with the close. */
+			if (st->resets_received < 255)
+				st->resets_received++;
+			return;
+		}
 		if (st) {
 			v = flow_of(key_of(st, sk));
 		} else {
@@ -434,7 +455,7 @@ int tcp_sockets(struct bpf_iter__tcp *ctx)
 	 * of a connection that went quiet is not counted yet: count it now. The
 	 * iterator holds the socket lock, as tcp_probe and state changes do. */
 	if (st && st->role && state == KT_TCP_ESTABLISHED)
-		report_traffic(st, (struct sock *)tp, tp, false);
+		report_traffic(st, (struct sock *)tp, tp);
 	if (state != KT_TCP_LISTEN && !(per_connection && state == KT_TCP_ESTABLISHED))
 		return 0;
 

@@ -16,6 +16,9 @@
 #include <linux/bpf.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <atomic>
@@ -26,6 +29,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -200,7 +204,8 @@ struct MapRead {
 // Reads every element of a map with bpf_map_lookup_batch in chunks, or with
 // get_next_key + lookup when the map type has no batch operations. Per-CPU
 // copies are summed per u64 word. Returns 0 or -errno.
-int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int ncpu, uint32_t chunk, MapRead* out) {
+int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int ncpu, uint32_t chunk,
+                 uint32_t max_chunk, MapRead* out) {
   if (value_size == 0 || value_size % 8 != 0) return -EINVAL;
   const size_t words = value_size / 8;
   const int copies = percpu ? ncpu : 1;
@@ -260,6 +265,8 @@ int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int nc
     }
     first = false;
     in_batch = out_batch;
+    // Big maps are read in fewer calls; small ones never pay for big buffers.
+    if (chunk < max_chunk) chunk = std::min(chunk * 2, max_chunk);
   }
 
   // Fallback: one key at a time.
@@ -466,6 +473,12 @@ void BpfObject::Load(Napi::Env env, size_t log_size) {
   if (rc == 0) return;
   int err = -rc;
 
+  // The verifier gives up when a signal is pending (libbpf has already
+  // retried): that is no verdict on the program, so say what happened.
+  if (err == EAGAIN || err == EINTR) {
+    throw ErrnoError(env, err, what_ + ": verification was interrupted by signals (" + ErrText(err) +
+                                   ") on every attempt; a profiler's timer signal (SIGPROF) can do that");
+  }
   for (auto& l : logs) {
     l.second.back() = '\0';
     std::string log(l.second.data());
@@ -641,25 +654,34 @@ Napi::Value Rejected(Napi::Env env, const Napi::Error& e) {
 class ReadMapWorker : public PromiseWorker {
  public:
   ReadMapWorker(Napi::Env env, BpfObject* obj, std::string name, int fd, size_t key_size, size_t value_size,
-                bool percpu)
+                bool percpu, uint32_t max_entries)
       : PromiseWorker(env, obj, "kerntap.readMap"), name_(std::move(name)), fd_(fd), key_size_(key_size),
-        value_size_(value_size), percpu_(percpu), ncpu_(obj->ncpu()), chunk_(g_batch.load()) {}
+        value_size_(value_size), percpu_(percpu), ncpu_(obj->ncpu()), chunk_(g_batch.load()),
+        max_entries_(max_entries), result_(new MapRead()) {}
 
   void Execute() override {
-    int rc = ReadWholeMap(fd_, key_size_, value_size_, percpu_, ncpu_, chunk_, &result_);
+    // Chunks double from the configured size up to the map's size, within
+    // 8 MiB of per-CPU values per call (the kernel allocates as much again).
+    uint32_t by_bytes = static_cast<uint32_t>(std::max<size_t>(1, kMaxChunkBytes / (value_size_ * (percpu_ ? ncpu_ : 1))));
+    uint32_t max_chunk = std::max(chunk_, std::min({max_entries_, by_bytes, kMaxChunk}));
+    int rc = ReadWholeMap(fd_, key_size_, value_size_, percpu_, ncpu_, chunk_, max_chunk, result_.get());
     if (rc != 0) Fail(-rc, "reading map " + name_ + ": " + ErrText(-rc));
   }
 
   void OnOK() override {
     Napi::Env env = Env();
     Napi::Object out = Napi::Object::New(env);
-    out.Set("count", Napi::Number::New(env, static_cast<double>(result_.count)));
-    out.Set("keySize", Napi::Number::New(env, static_cast<double>(result_.key_size)));
-    out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, result_.keys.data(), result_.keys.size()));
-    out.Set("valueWords", Napi::Number::New(env, static_cast<double>(result_.value_words)));
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, result_.values.size() * 8);
-    if (!result_.values.empty()) memcpy(ab.Data(), result_.values.data(), result_.values.size() * 8);
-    out.Set("values", Napi::BigUint64Array::New(env, result_.values.size(), ab, 0));
+    MapRead* r = result_.get();
+    out.Set("count", Napi::Number::New(env, static_cast<double>(r->count)));
+    out.Set("keySize", Napi::Number::New(env, static_cast<double>(r->key_size)));
+    out.Set("valueWords", Napi::Number::New(env, static_cast<double>(r->value_words)));
+    // Copied into V8-owned memory: V8 accounts for it and frees it with the
+    // garbage it collects anyway, and the native buffers go back at once.
+    out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, r->keys.data(), r->keys.size()));
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, r->values.size() * 8);
+    if (!r->values.empty()) memcpy(ab.Data(), r->values.data(), r->values.size() * 8);
+    out.Set("values", Napi::BigUint64Array::New(env, r->values.size(), ab, 0));
+    result_.reset();
     deferred_.Resolve(out);
   }
 
@@ -670,7 +692,10 @@ class ReadMapWorker : public PromiseWorker {
   bool percpu_;
   int ncpu_;
   uint32_t chunk_;
-  MapRead result_;
+  uint32_t max_entries_;
+  std::unique_ptr<MapRead> result_;
+  static constexpr uint32_t kMaxChunk = 1u << 18;
+  static constexpr size_t kMaxChunkBytes = 8u << 20;
 };
 
 Napi::Value BpfObject::ReadMap(const Napi::CallbackInfo& info) {
@@ -685,7 +710,7 @@ Napi::Value BpfObject::ReadMap(const Napi::CallbackInfo& info) {
                                          " is not a multiple of 8 bytes", EINVAL);
     }
     auto* w = new ReadMapWorker(env, this, name, bpf_map__fd(map), bpf_map__key_size(map), vsz,
-                                IsPerCpu(bpf_map__type(map)));
+                                IsPerCpu(bpf_map__type(map)), bpf_map__max_entries(map));
     Napi::Promise p = w->Promise();
     w->Queue();
     return p;
@@ -894,6 +919,24 @@ Napi::Value BtfHasType(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(env, btf__find_by_name_kind(g_vmlinux_btf, name.c_str(), k) >= 0);
 }
 
+// The parsed kernel BTF is ~7 MB; probing is done once at start.
+Napi::Value ReleaseKernelBtf(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(g_btf_mutex);
+  btf__free(g_vmlinux_btf);
+  g_vmlinux_btf = nullptr;
+  return info.Env().Undefined();
+}
+
+// Gives freed heap pages back to the kernel (glibc keeps them otherwise):
+// loading parses the kernel BTF, and batch reads use large buffers.
+Napi::Value TrimMemory(const Napi::CallbackInfo& info) {
+#ifdef __GLIBC__
+  return Napi::Boolean::New(info.Env(), malloc_trim(0) == 1);
+#else
+  return Napi::Boolean::New(info.Env(), false);
+#endif
+}
+
 Napi::Value EnableStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int fd = bpf_enable_stats(BPF_STATS_RUN_TIME);
@@ -939,12 +982,20 @@ Napi::Object InitModule(Napi::Env env, Napi::Object exports) {
   const char* debug = std::getenv("KERNTAP_LIBBPF_DEBUG");
   g_debug = debug && strcmp(debug, "1") == 0;
   libbpf_set_print(LibbpfPrint);
+#ifdef __GLIBC__
+  // Map reads run on libuv's worker threads; glibc gives each thread an
+  // arena of its own, which keeps ~20 MB of freed buffers resident. One
+  // more arena is enough for a few reads a second.
+  mallopt(M_ARENA_MAX, 2);
+#endif
   exports.Set("BpfObject", BpfObject::Init(env));
   exports.Set("numPossibleCpus", Napi::Function::New(env, NumPossibleCpus));
   exports.Set("btfHasType", Napi::Function::New(env, BtfHasType));
   exports.Set("enableStats", Napi::Function::New(env, EnableStats));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd));
   exports.Set("libbpfVersion", Napi::Function::New(env, LibbpfVersion));
+  exports.Set("releaseKernelBtf", Napi::Function::New(env, ReleaseKernelBtf));
+  exports.Set("trimMemory", Napi::Function::New(env, TrimMemory));
   exports.Set("_setBatchSize", Napi::Function::New(env, SetBatchSize));
   return exports;
 }

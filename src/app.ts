@@ -112,6 +112,9 @@ export class Kerntap {
         row.reason = `failed to load: ${(err as Error).message.split('\n')[0]}`;
       }
     }
+    // Probing and loading are done: their parsed kernel BTF need not stay resident.
+    native.releaseKernelBtf();
+    native.trimMemory();
     const app = new Kerntap(config, log, probe.rows, native, running);
     try {
       for (const row of probe.rows) {
@@ -141,6 +144,8 @@ export class Kerntap {
         labeler: app.labeler,
       });
       app.poller = poller;
+      // Each poll's map buffers are freed by then: give the pages back.
+      poller.on('snapshot', () => native.trimMemory());
       await poller.start();
       if (otlpSettings) {
         // Loaded only when used: the OTel SDK and exporters cost ~15 MB of heap.

@@ -74,6 +74,10 @@ export interface NativeBinding {
   numPossibleCpus(): number;
   /** True when the running kernel's BTF (/sys/kernel/btf/vmlinux) has a type of this name and kind. */
   btfHasType(name: string, kind: 'typedef' | 'struct' | 'func' | 'enum'): boolean;
+  /** Frees the kernel BTF that btfHasType parsed (about 7 MB); a later btfHasType parses it again. */
+  releaseKernelBtf(): void;
+  /** Returns freed native heap to the kernel (glibc malloc_trim); false where there was nothing to return or no glibc. */
+  trimMemory(): boolean;
   /** Turns on BPF run-time stats while the returned fd is open (BPF_ENABLE_STATS). */
   enableStats(): number;
   closeFd(fd: number): void;

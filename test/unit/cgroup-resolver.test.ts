@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, rmdirSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CgroupResolver, UNKNOWN_CGROUP_PREFIX } from '../../src/cgroup/resolver.js';
@@ -31,4 +31,40 @@ test('resolves ids to paths, re-walks for unknown ids, and ages deleted ones out
   assert.equal(r.expired(late), true, 'expired after the TTL');
   r.forget(late);
   assert.equal(r.entry(late), undefined);
+});
+
+test('refresh finds deletions and re-creations by stat, without walking', () => {
+  const root = mkdtempSync(path.join(tmpdir(), 'kt-cg-'));
+  mkdirSync(path.join(root, 'a'));
+  mkdirSync(path.join(root, 'b'));
+  let now = 1_000;
+  const r = new CgroupResolver({ root, ttlMs: 60_000, now: () => now });
+  r.walk();
+  const ino = (rel: string) => statSync(path.join(root, rel), { bigint: true }).ino;
+  const [a, oldB] = [ino('a'), ino('b')];
+  assert.equal(r.resolve(a), '/a');
+  assert.equal(r.resolve(oldB), '/b');
+
+  // The new b is made while the old ones exist: plain file systems reuse
+  // inode numbers (cgroupfs ids are never reused).
+  renameSync(path.join(root, 'b'), path.join(root, 'old-b'));
+  mkdirSync(path.join(root, 'b'));
+  const newB = ino('b');
+  rmdirSync(path.join(root, 'old-b'));
+  rmdirSync(path.join(root, 'a'));
+  r.refresh(30_000);
+  assert.equal(r.expired(a), false, 'not checked before maxAgeMs');
+  now += 30_000;
+  r.refresh(30_000);
+  assert.equal(r.walks, 1, 'no walk');
+  assert.equal(r.resolve(a), '/a', 'a deleted cgroup keeps its path during the TTL');
+  assert.equal(r.expired(a), false);
+  assert.equal(r.expired(oldB), true, 'the cgroup a new one replaced ends at once');
+  assert.equal(r.resolve(newB), '/b', 'the new cgroup under the old path is known without a walk');
+  assert.equal(r.walks, 1);
+  now += 61_000;
+  assert.equal(r.expired(a), true, 'expired after the TTL');
+  now += 121_000;
+  r.refresh(30_000);
+  assert.equal(r.entry(a), undefined, 'forgotten after twice the TTL when no collector did it');
 });
