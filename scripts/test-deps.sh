@@ -10,3 +10,17 @@ if [[ ! -x $venv/bin/python ]] || ! $venv/bin/python -c 'import opentelemetry.pr
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'opentelemetry-proto==1.38.0' 'protobuf>=5,<7'
 fi
+
+# Prometheus 3 and its OTLP receiver, for test/integration/otlp_prometheus.test.ts
+# (Debian's prometheus is 2.42, without one). Built from source with Go, without
+# the service-discovery plugins (the tests use static targets only).
+PROM3_MODULE_VERSION=v0.316.0 # Prometheus 3.16
+prom3=.tools/bin/prometheus3
+if [[ ! -x $prom3 || $(cat "$prom3.version" 2>/dev/null) != "$PROM3_MODULE_VERSION" ]]; then
+  command -v go >/dev/null || { echo "kerntap setup: Go is needed to build Prometheus 3 for the OTLP tests (go: command not found)" >&2; exit 1; }
+  echo "kerntap setup: building Prometheus 3 ($PROM3_MODULE_VERSION) into $prom3" >&2
+  GOBIN="$PWD/.tools/gobin" go install -tags remove_all_sd "github.com/prometheus/prometheus/cmd/prometheus@$PROM3_MODULE_VERSION"
+  mkdir -p .tools/bin
+  mv .tools/gobin/prometheus "$prom3"
+  echo "$PROM3_MODULE_VERSION" >"$prom3.version"
+fi

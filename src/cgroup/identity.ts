@@ -20,7 +20,8 @@ export interface CgroupIdentity {
   systemd_unit: string;
 }
 
-export const IDENTITY_LABELS = ['container_id', 'container_runtime', 'pod_uid', 'pod_qos', 'systemd_unit'] as const;
+/** The attributes of CgroupIdentity's fields, in its order: semantic-convention names where OTel has one. */
+export const IDENTITY_LABELS = ['container.id', 'container.runtime.name', 'k8s.pod.uid', 'pod_qos', 'systemd_unit'] as const;
 
 /** Runtime reported for containers of Kubernetes' cgroupfs driver until a runtime socket tells which one. */
 export const UNNAMED_CRI_RUNTIME = 'cri';

@@ -22,7 +22,7 @@ import http from 'node:http';
 import type { Logger } from 'pino';
 
 /** Labels added next to the identity labels when name lookups are on. */
-export const NAME_LABELS = ['container_name', 'pod_name', 'namespace'] as const;
+export const NAME_LABELS = ['container.name', 'k8s.pod.name', 'k8s.namespace.name'] as const;
 
 /** The name Kubernetes tooling (cAdvisor, kubectl top) gives a pod's sandbox ("pause") container. */
 export const SANDBOX_CONTAINER_NAME = 'POD';
@@ -45,7 +45,7 @@ export interface Listing {
 }
 
 export interface RuntimeSource {
-  /** Runtime name as in the container_runtime label: docker, podman, containerd, cri-o. */
+  /** Runtime name as in the container.runtime.name attribute: docker, podman, containerd, cri-o. */
   readonly runtime: string;
   readonly socket: string;
   list(timeoutMs: number): Promise<Listing>;

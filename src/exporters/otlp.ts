@@ -34,20 +34,6 @@ import { defineMetric, type MetricDef } from '../model/metric.js';
 import { numberFamily, type Family, type RawFamily, type Snapshot } from '../model/snapshot.js';
 import type { OtlpSettings } from './otlp-settings.js';
 
-/**
- * Labels whose meaning has an OTel semantic-convention attribute: OTLP uses
- * the semconv name, /metrics keeps the short label. The one table for both
- * directions (the tests read it backwards).
- */
-export const SEMCONV_ATTRIBUTES: Readonly<Record<string, string>> = {
-  container_id: 'container.id',
-  container_name: 'container.name',
-  container_runtime: 'container.runtime.name',
-  pod_uid: 'k8s.pod.uid',
-  pod_name: 'k8s.pod.name',
-  namespace: 'k8s.namespace.name',
-};
-
 export const otlpExports = defineMetric({
   name: 'kerntap.otlp.exports', kind: 'counter', unit: '{export}', labels: ['result'],
   help: 'OTLP export attempts by result (success, failure); each includes the exporter\'s own retries.',
@@ -56,7 +42,7 @@ export const otlpExports = defineMetric({
 function attributesOf(def: MetricDef, values: readonly string[]): Attributes {
   const attrs: Attributes = {};
   def.labels.forEach((label, i) => {
-    attrs[SEMCONV_ATTRIBUTES[label] ?? label] = values[i] ?? '';
+    attrs[label] = values[i] ?? '';
   });
   return attrs;
 }

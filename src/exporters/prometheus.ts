@@ -6,7 +6,7 @@
 import { createRequire } from 'node:module';
 import type { Registry } from 'prom-client';
 import { explicitBounds, explicitCounts } from '../model/histogram.js';
-import { prometheusName } from '../model/metric.js';
+import { prometheusLabel, prometheusName } from '../model/metric.js';
 import type { Family, Snapshot } from '../model/snapshot.js';
 
 export type ExpositionFormat = 'text' | 'openmetrics';
@@ -54,14 +54,10 @@ function formatValue(v: number): string {
   return `${v}`;
 }
 
-/**
- * Which value index each label name takes, in output order. prom-client sees
- * labels as an object, so a repeated name keeps its first position and its
- * last value.
- */
+/** The Prometheus label name and value index of each label, in output order. */
 function labelPlan(names: readonly string[]): [string, number][] {
   const plan = new Map<string, number>();
-  names.forEach((n, i) => plan.set(n, i));
+  names.forEach((n, i) => plan.set(prometheusLabel(n), i));
   return [...plan];
 }
 

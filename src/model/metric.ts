@@ -20,7 +20,11 @@ export interface MetricDef {
   /** UCUM unit: 's', 'By', '1', or an annotation such as '{connection}'; '' for none. */
   readonly unit: string;
   readonly help: string;
-  /** Label (attribute) names, in the order series carry their values. */
+  /**
+   * Attribute names, in the order series carry their values: OTel
+   * semantic-convention names where one exists ("k8s.pod.uid"); the
+   * Prometheus label is the standard translation (prometheusLabel()).
+   */
   readonly labels: readonly string[];
   /** Histograms: the bounds exported as explicit buckets. */
   readonly range?: HistogramRange;
@@ -65,6 +69,11 @@ export function prometheusName(def: Pick<MetricDef, 'name' | 'unit' | 'kind'>): 
   return name;
 }
 
+/** `k8s.pod.uid` → `k8s_pod_uid`: the OTel attribute → Prometheus label translation. */
+export function prometheusLabel(attribute: string): string {
+  return attribute.replace(/\./g, '_');
+}
+
 export function defineMetric(def: MetricDef): MetricDef {
   if (!/^kerntap\.[a-z0-9_.]+$/.test(def.name)) {
     throw new Error(`metric name ${JSON.stringify(def.name)} must be lower-case, dot separated, prefixed kerntap.`);
@@ -72,10 +81,14 @@ export function defineMetric(def: MetricDef): MetricDef {
   if (def.kind === 'histogram' && !def.range) {
     throw new Error(`histogram ${def.name} needs a bucket range`);
   }
+  const translated = new Set<string>();
   for (const label of def.labels) {
-    if (!/^[a-z_][a-z0-9_]*$/.test(label) || label === 'le' || label.startsWith('__')) {
+    if (!/^[a-z_][a-z0-9_]*(\.[a-z0-9_]+)*$/.test(label) || label === 'le' || label.startsWith('__')) {
       throw new Error(`metric ${def.name}: invalid label name ${JSON.stringify(label)}`);
     }
+    const prom = prometheusLabel(label);
+    if (translated.has(prom)) throw new Error(`metric ${def.name}: two labels translate to ${prom}`);
+    translated.add(prom);
   }
   return Object.freeze({ ...def, labels: Object.freeze([...def.labels]) });
 }

@@ -4,8 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './env.js';
 import { sleep } from './exporter.js';
-import { prometheusName, type MetricKind } from '../../src/model/metric.js';
-import { SEMCONV_ATTRIBUTES } from '../../src/exporters/otlp.js';
+import { prometheusLabel, prometheusName, type MetricKind } from '../../src/model/metric.js';
 import type { Sample } from './exposition.js';
 
 export const RECEIVER_PYTHON = path.join(ROOT, '.tools/venv/bin/python');
@@ -86,11 +85,15 @@ export async function startReceiver(failFirstRequests = 0, tls?: { cert: string;
   };
 }
 
-const FROM_SEMCONV = Object.fromEntries(Object.entries(SEMCONV_ATTRIBUTES).map(([label, attr]) => [attr, label]));
+/** OTLP attributes as they are (resource attributes). */
+export function attributesOf(attrs: KeyValue[] | undefined): Record<string, string> {
+  return Object.fromEntries((attrs ?? []).map((a) => [a.key, a.value.stringValue ?? '']));
+}
 
+/** Data point attributes as the Prometheus labels they translate to. */
 export function labelsOf(attrs: KeyValue[] | undefined): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const a of attrs ?? []) out[FROM_SEMCONV[a.key] ?? a.key] = a.value.stringValue ?? '';
+  for (const a of attrs ?? []) out[prometheusLabel(a.key)] = a.value.stringValue ?? '';
   return out;
 }
 

@@ -6,7 +6,7 @@
 import { Registry } from 'prom-client';
 import { CONTENT_TYPES, type ExpositionFormat } from '../../src/exporters/prometheus.js';
 import { explicitBounds, explicitCounts } from '../../src/model/histogram.js';
-import { prometheusName } from '../../src/model/metric.js';
+import { prometheusLabel, prometheusName } from '../../src/model/metric.js';
 import type { Snapshot } from '../../src/model/snapshot.js';
 
 type PromValue = { labels: Record<string, string>; value: number; metricName?: string };
@@ -18,7 +18,7 @@ export async function renderWithPromClient(snapshot: Snapshot, format: Expositio
     if (format === 'openmetrics' && fam.kind === 'counter') name = name.replace(/_total$/, '');
     const labelsOf = (values: readonly string[]) => {
       const out: Record<string, string> = {};
-      fam.def.labels.forEach((n, i) => { out[n] = values[i] ?? ''; });
+      fam.def.labels.forEach((n, i) => { out[prometheusLabel(n)] = values[i] ?? ''; });
       return out;
     };
     const values: PromValue[] = [];

@@ -1,14 +1,21 @@
-/** A real Prometheus server (Debian's /usr/bin/prometheus) and promtool, for tests. */
+/**
+ * Real Prometheus servers and promtool, for tests: Debian's 2.42
+ * (/usr/bin/prometheus), and a Prometheus 3 built from source by
+ * scripts/test-deps.sh for its OTLP receiver.
+ */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { ROOT } from './env.js';
 import { sleep } from './exporter.js';
 
 export const PROMETHEUS = '/usr/bin/prometheus';
 export const PROMTOOL = '/usr/bin/promtool';
 export const havePrometheus = () => existsSync(PROMETHEUS) && existsSync(PROMTOOL);
+export const PROMETHEUS3 = path.join(ROOT, '.tools/bin/prometheus3');
+export const havePrometheus3 = () => existsSync(PROMETHEUS3);
 
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -43,7 +50,18 @@ export interface ScrapeTarget {
   extra?: string;
 }
 
-export async function startPrometheus(targets: ScrapeTarget[], scrapeInterval = '1s'): Promise<PrometheusServer> {
+export interface PrometheusOptions {
+  /** The server binary (default Debian's 2.42). */
+  binary?: string;
+  /** Extra command-line flags, e.g. --web.enable-otlp-receiver. */
+  args?: string[];
+  /** Extra top-level YAML for prometheus.yml (e.g. an otlp: section). */
+  config?: string;
+  /** Port to listen on (127.0.0.1), when the caller must know it first. */
+  port?: number;
+}
+
+export async function startPrometheus(targets: ScrapeTarget[], scrapeInterval = '1s', opts: PrometheusOptions = {}): Promise<PrometheusServer> {
   const dir = mkdtempSync(path.join(tmpdir(), 'kerntap-prom-'));
   const jobs = targets
     .map((t, i) => [
@@ -56,13 +74,14 @@ export async function startPrometheus(targets: ScrapeTarget[], scrapeInterval = 
       `      - targets: ['${t.target}']`,
     ].join('\n'))
     .join('\n');
-  writeFileSync(path.join(dir, 'prometheus.yml'), `global:\n  scrape_interval: ${scrapeInterval}\nscrape_configs:\n${jobs}\n`);
-  const port = await freePort();
-  const child: ChildProcess = spawn(PROMETHEUS, [
+  writeFileSync(path.join(dir, 'prometheus.yml'), `global:\n  scrape_interval: ${scrapeInterval}\n${opts.config ?? ''}\nscrape_configs:\n${jobs}\n`);
+  const port = opts.port ?? (await freePort());
+  const child: ChildProcess = spawn(opts.binary ?? PROMETHEUS, [
     `--config.file=${path.join(dir, 'prometheus.yml')}`,
     `--storage.tsdb.path=${path.join(dir, 'data')}`,
     `--web.listen-address=127.0.0.1:${port}`,
     '--log.level=warn',
+    ...(opts.args ?? []),
   ], { stdio: ['ignore', 'ignore', 'pipe'] });
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));

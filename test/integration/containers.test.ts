@@ -49,12 +49,12 @@ test('identity labels for docker, containerd, CRI-O, podman, Kubernetes and syst
   if (!requireBpf(t)) return;
   await runWith('', async (exporter, root) => {
     const shapes: [string, Record<string, string>][] = [
-      [`system.slice/docker-${C1}.scope`, { container_id: C1, container_runtime: 'docker', pod_uid: '', systemd_unit: '' }],
-      [`docker/${C2}`, { container_id: C2, container_runtime: 'docker' }],
-      [`${POD}/cri-containerd-${C1}.scope`, { container_id: C1, container_runtime: 'containerd', pod_uid: UID, pod_qos: 'burstable' }],
-      [`kubepods.slice/kubepods-pod${UID.replace(/-/g, '_')}.slice/crio-${C2}.scope`, { container_id: C2, container_runtime: 'cri-o', pod_qos: 'guaranteed' }],
-      [`machine.slice/libpod-${C1}.scope/container`, { container_id: C1, container_runtime: 'podman' }],
-      [`kubepods/besteffort/pod${UID}/${C2}`, { container_id: C2, container_runtime: 'cri', pod_uid: UID, pod_qos: 'besteffort' }],
+      [`system.slice/docker-${C1}.scope`, { container_id: C1, container_runtime_name: 'docker', k8s_pod_uid: '', systemd_unit: '' }],
+      [`docker/${C2}`, { container_id: C2, container_runtime_name: 'docker' }],
+      [`${POD}/cri-containerd-${C1}.scope`, { container_id: C1, container_runtime_name: 'containerd', k8s_pod_uid: UID, pod_qos: 'burstable' }],
+      [`kubepods.slice/kubepods-pod${UID.replace(/-/g, '_')}.slice/crio-${C2}.scope`, { container_id: C2, container_runtime_name: 'cri-o', pod_qos: 'guaranteed' }],
+      [`machine.slice/libpod-${C1}.scope/container`, { container_id: C1, container_runtime_name: 'podman' }],
+      [`kubepods/besteffort/pod${UID}/${C2}`, { container_id: C2, container_runtime_name: 'cri', k8s_pod_uid: UID, pod_qos: 'besteffort' }],
       ['system.slice/nginx.service', { systemd_unit: 'nginx.service', container_id: '' }],
       ['system.slice/dev-disk-by\\x2duuid-1.swap', { systemd_unit: 'dev-disk-by-uuid-1.swap' }],
     ];
@@ -79,7 +79,7 @@ test('cgroup.aggregate: pod folds the containers of a pod into one series', asyn
     await sleep(1500);
     const samples = parseExposition(await exporter.scrape());
     const podPath = `${root.label}/${POD}`;
-    const series = find(samples, 'kerntap_cgroup_cpu_time_seconds_total', { pod_uid: UID });
+    const series = find(samples, 'kerntap_cgroup_cpu_time_seconds_total', { k8s_pod_uid: UID });
     assert.equal(series.length, 1, 'one series for the pod');
     assert.equal(series[0]!.labels.cgroup, podPath);
     assert.equal(series[0]!.labels.container_id, '');
@@ -115,11 +115,11 @@ test('container, pod and namespace names from runtime sockets, on /metrics and a
   ].join('\n');
   await runWith(config, async (exporter, root) => {
     const shapes: [string, Record<string, string>][] = [
-      [`system.slice/docker-${C1}.scope`, { container_id: C1, container_runtime: 'docker', container_name: 'demo-web-1', pod_name: '', namespace: '' }],
+      [`system.slice/docker-${C1}.scope`, { container_id: C1, container_runtime_name: 'docker', container_name: 'demo-web-1', k8s_pod_name: '', k8s_namespace_name: '' }],
       // cgroupfs driver: the path does not say which runtime; the socket that knew the id does.
-      [`kubepods/burstable/pod${UID}/${C2}`, { container_id: C2, container_runtime: 'containerd', container_name: 'nginx', pod_uid: UID, pod_name: 'web-5c6f', namespace: 'shop' }],
-      [`${POD}/cri-containerd-${sandbox}.scope`, { container_id: sandbox, container_runtime: 'containerd', container_name: 'POD', pod_name: 'web-5c6f', namespace: 'shop' }],
-      [POD, { container_id: '', container_name: '', pod_uid: UID, pod_name: 'web-5c6f', namespace: 'shop' }],
+      [`kubepods/burstable/pod${UID}/${C2}`, { container_id: C2, container_runtime_name: 'containerd', container_name: 'nginx', k8s_pod_uid: UID, k8s_pod_name: 'web-5c6f', k8s_namespace_name: 'shop' }],
+      [`${POD}/cri-containerd-${sandbox}.scope`, { container_id: sandbox, container_runtime_name: 'containerd', container_name: 'POD', k8s_pod_name: 'web-5c6f', k8s_namespace_name: 'shop' }],
+      [POD, { container_id: '', container_name: '', k8s_pod_uid: UID, k8s_pod_name: 'web-5c6f', k8s_namespace_name: 'shop' }],
     ];
     const leaves = await Promise.all(shapes.map(([rel]) => busyIn(root, rel)));
     const named = (samples: Sample[]) => shapes.map(([, want], i) => find(samples, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: leaves[i]!.label, ...want }));

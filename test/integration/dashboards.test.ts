@@ -196,7 +196,7 @@ test('every panel query returns data from a real Prometheus scraping kerntap und
   assert.ok(queried >= 50, `${queried} queries`);
 
   // The drill-down's filters select what they name: the pod's two containers, by name.
-  const perContainer = await prom.query(substitute('sum by (container_name, pod_name, namespace) (kerntap_cgroup_cpu_time_seconds_total{instance=~"$instance", namespace=~"$namespace", pod_name=~"$pod", container_name=~"$container"})'));
+  const perContainer = await prom.query(substitute('sum by (container_name, k8s_pod_name, k8s_namespace_name) (kerntap_cgroup_cpu_time_seconds_total{instance=~"$instance", k8s_namespace_name=~"$namespace", k8s_pod_name=~"$pod", container_name=~"$container"})'));
   assert.deepEqual(perContainer.map((r) => r.metric.container_name).sort(), ['client', 'server']);
-  assert.ok(perContainer.every((r) => r.metric.pod_name === 'web-5c6f' && r.metric.namespace === 'shop'));
+  assert.ok(perContainer.every((r) => r.metric.k8s_pod_name === 'web-5c6f' && r.metric.k8s_namespace_name === 'shop'));
 });

@@ -13,7 +13,7 @@ import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value, type Sample } from '../helpers/exposition.js';
 import {
-  haveReceiver, labelsOf, metricsOf, promSamplesOf, sampleKey, startReceiver,
+  attributesOf, haveReceiver, labelsOf, metricsOf, promSamplesOf, sampleKey, startReceiver,
   type OtlpRecord, type Receiver,
 } from '../helpers/otlp.js';
 
@@ -67,7 +67,7 @@ for (const protocol of ['http/protobuf', 'http/json'] as const) {
     assert.equal(record!.format, protocol === 'http/json' ? 'json' : 'protobuf');
     assert.equal(record!.encoding, gzip ? 'gzip' : null);
     assert.equal(record!.authorization, 'Api-Token dt0c01.secret', 'headers from OTEL_EXPORTER_OTLP_HEADERS');
-    const resource = labelsOf(record!.request.resourceMetrics[0]!.resource.attributes);
+    const resource = attributesOf(record!.request.resourceMetrics[0]!.resource.attributes);
     assert.equal(resource['service.name'], 'kerntap');
     assert.match(resource['service.version'] ?? '', /^\d+\.\d+\.\d+$/);
     assert.equal(resource['os.type'], 'linux');

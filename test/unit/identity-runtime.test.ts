@@ -175,7 +175,7 @@ test('labeler: name labels next to the identity labels, cgroupfs CRI runtime nam
   ];
   const [fam] = await labeler.apply([numberFamily(def, paths.map((p, i) => ({ labels: [p], value: i })))]);
   labeler.close();
-  assert.deepEqual(fam!.def.labels, ['cgroup', 'container_id', 'container_runtime', 'pod_uid', 'pod_qos', 'systemd_unit', 'container_name', 'pod_name', 'namespace']);
+  assert.deepEqual(fam!.def.labels, ['cgroup', 'container.id', 'container.runtime.name', 'k8s.pod.uid', 'pod_qos', 'systemd_unit', 'container.name', 'k8s.pod.name', 'k8s.namespace.name']);
   const rows = fam!.points.map((p) => p.labels.slice(1));
   assert.deepEqual(rows, [
     [D1, 'docker', '', '', '', 'demo-web-1', '', ''],
@@ -192,7 +192,7 @@ test('labeler without runtime sockets: identity labels only', async () => {
   const labeler = CgroupLabeler.fromConfig({ aggregate: 'container', runtime_sockets: false, runtime_timeout: 1000 }, log);
   const def = defineMetric({ name: 'kerntap.test.cpu2', kind: 'counter', unit: 's', help: 'test', labels: ['cgroup'] });
   const [fam] = await labeler.apply([numberFamily(def, [{ labels: [`/system.slice/docker-${D1}.scope/inner`], value: 1 }])]);
-  assert.deepEqual(fam!.def.labels, ['cgroup', 'container_id', 'container_runtime', 'pod_uid', 'pod_qos', 'systemd_unit']);
+  assert.deepEqual(fam!.def.labels, ['cgroup', 'container.id', 'container.runtime.name', 'k8s.pod.uid', 'pod_qos', 'systemd_unit']);
   assert.deepEqual(fam!.points[0]!.labels, [`/system.slice/docker-${D1}.scope`, D1, 'docker', '', '', '']);
 });
 

@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { defineMetric, prometheusName } from '../../src/model/metric.js';
+import { defineMetric, prometheusLabel, prometheusName } from '../../src/model/metric.js';
 import {
   HIST_SLOTS,
   decodeHistogram,
@@ -31,6 +31,15 @@ test('defineMetric rejects bad names and labels', () => {
   assert.throws(() => defineMetric({ name: 'cpu', kind: 'gauge', unit: '', help: '', labels: [] }), /prefixed kerntap/);
   assert.throws(() => defineMetric({ name: 'kerntap.x', kind: 'gauge', unit: '', help: '', labels: ['le'] }), /invalid label/);
   assert.throws(() => defineMetric({ name: 'kerntap.x', kind: 'histogram', unit: 's', help: '', labels: [] }), /range/);
+  assert.throws(() => defineMetric({ name: 'kerntap.x', kind: 'gauge', unit: '', help: '', labels: ['k8s.pod.uid', 'k8s_pod_uid'] }), /two labels translate to k8s_pod_uid/);
+  assert.throws(() => defineMetric({ name: 'kerntap.x', kind: 'gauge', unit: '', help: '', labels: ['cgroup', 'cgroup'] }), /two labels/);
+  assert.throws(() => defineMetric({ name: 'kerntap.x', kind: 'gauge', unit: '', help: '', labels: ['k8s..pod'] }), /invalid label/);
+});
+
+test('attribute names translate to Prometheus labels', () => {
+  assert.equal(prometheusLabel('k8s.namespace.name'), 'k8s_namespace_name');
+  assert.equal(prometheusLabel('container.runtime.name'), 'container_runtime_name');
+  assert.equal(prometheusLabel('cgroup'), 'cgroup');
 });
 
 /** Slot of a duration, as bpf/include/kt_hist.h computes it (integer maths). */

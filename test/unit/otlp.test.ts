@@ -75,7 +75,7 @@ test('delta: baselines advance only on success; resets and new series send the w
   assert.deepEqual(await points(true), [{ value: 3, start: 6500 }], 'and starts afresh when it returns');
 });
 
-const rtt = defineMetric({ name: 'kerntap.test.rtt', kind: 'histogram', unit: 's', help: 'h', labels: ['container_id', 'pod_uid', 'cgroup'], range: { minExp: -4, maxExp: 2 } });
+const rtt = defineMetric({ name: 'kerntap.test.rtt', kind: 'histogram', unit: 's', help: 'h', labels: ['container.id', 'k8s.pod.uid', 'cgroup'], range: { minExp: -4, maxExp: 2 } });
 
 /** A kernel histogram holding one observation of exactly 2^e seconds per exponent (slot e − SLOT0_EXP, as kt_hist.h puts it). */
 function histOfPowers(exps: number[]): HistogramValue {

@@ -18,14 +18,14 @@ const hostile = fc.oneof(
   fc.string({ unit: fc.constantFrom('"', '\\', '\n', '\r', '{', '}', '=', ',', '#', ' ', 'é', '\u2028', 'a'), maxLength: 12 }),
 );
 const number = fc.oneof(fc.double(), fc.constantFrom(NaN, Infinity, -Infinity, -0, 0, 2 ** 53, 1e-300), fc.nat());
-const labelName = fc.constantFrom('cgroup', 'comm', 'peer', 'a', 'b');
+const labelName = fc.constantFrom('cgroup', 'comm', 'peer', 'a', 'k8s.pod.uid');
 
 let familySeq = 0;
 const family: fc.Arbitrary<Family> = fc
   .record({
     kind: fc.constantFrom<MetricKind>('counter', 'gauge', 'histogram'),
     help: hostile,
-    labels: fc.array(labelName, { maxLength: 4 }), // repeated names allowed: prom-client keeps the last value
+    labels: fc.uniqueArray(labelName, { maxLength: 4 }), // attribute names, dotted ones translated
     points: fc.array(fc.record({ labels: fc.array(hostile, { maxLength: 4 }), value: number, slots: fc.array(fc.nat(1000), { minLength: HIST_SLOTS, maxLength: HIST_SLOTS }) }), { maxLength: 6 }),
   })
   .map(({ kind, help, labels, points }) => {
