@@ -9,7 +9,8 @@
  * (1 000 a second: 1.8 million in 30 minutes), connects to a closed port (failed connects,
  * resets), and a new cgroup every few seconds that runs a process, makes
  * connections to a port of its own (a new flow) and is deleted. A scrape
- * every 15 s, as Prometheus would.
+ * every 15 s, as Prometheus would. OTLP push is on, every 5 s, to an
+ * endpoint that is down for the whole run: what it holds must stay bounded.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -69,6 +70,7 @@ interface Sample {
   mapOverflow: number;
   connectionsOpened: number;
   pollMs: number;
+  otlpFailures: number;
 }
 
 const ticks = (pid: number) => {
@@ -88,7 +90,15 @@ async function main() {
   const nginx = startNginx(nginxPort);
   const churners: ChildProcess[] = [];
   const cgroups: TestCgroup[] = [];
-  const k = await startExporter(['--config.file', CONFIG, '--poll.interval', '5s']);
+  // Nothing listens on this port: every OTLP export fails, for the whole run.
+  const deadOtlpPort = await freePort();
+  // Ctrl-C (or a timeout's SIGTERM) still stops the churn and removes the cgroups.
+  const interrupted = new Promise<void>((resolve) => {
+    for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => resolve());
+  });
+  const k = await startExporter(['--config.file', CONFIG, '--poll.interval', '5s'], {
+    env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${deadOtlpPort}`, OTEL_METRIC_EXPORT_INTERVAL: '5000', OTEL_EXPORTER_OTLP_TIMEOUT: '2000' },
+  });
   let stopping = false;
   try {
     await sleep(1000);
@@ -122,8 +132,14 @@ async function main() {
     const opens0 = activeOpens();
     let lastTicks = ticks(k.pid);
     let lastT = t0;
-    while (Date.now() - t0 < MINUTES * 60_000) {
-      await sleep(SAMPLE_S * 1000);
+    let stop = false;
+    void interrupted.then(() => {
+      stop = true;
+      log('interrupted: cleaning up');
+    });
+    while (Date.now() - t0 < MINUTES * 60_000 && !stop) {
+      await Promise.race([sleep(SAMPLE_S * 1000), interrupted]);
+      if (stop) break;
       const s = parseExposition(await k.scrape());
       const now = Date.now();
       const tk = ticks(k.pid);
@@ -142,14 +158,16 @@ async function main() {
         mapOverflow: find(s, 'kerntap_map_overflow_total').reduce((sum, x) => sum + x.value, 0),
         connectionsOpened: activeOpens() - opens0,
         pollMs: (value(s, 'kerntap_poll_duration_seconds') ?? 0) * 1000,
+        otlpFailures: value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0,
       };
       samples.push(sample);
       lastTicks = tk;
       lastT = now;
-      log(`${sample.t.toFixed(0)} s: RSS ${sample.rssMB.toFixed(1)} MB, CPU ${sample.cpuPercentOfCore.toFixed(2)}%, fds ${sample.fds}, series ${sample.series}, flows ${entries.flows ?? '?'}, ${sample.connectionsOpened} connections so far`);
+      log(`${sample.t.toFixed(0)} s: RSS ${sample.rssMB.toFixed(1)} MB, CPU ${sample.cpuPercentOfCore.toFixed(2)}%, fds ${sample.fds}, series ${sample.series}, flows ${entries.flows ?? '?'}, ${sample.connectionsOpened} connections, ${sample.otlpFailures} failed OTLP exports so far`);
     }
     stopping = true;
     await Promise.all([cgroupLoop, scrapeLoop]);
+    if (stop) throw new Error('interrupted: no results written');
 
     // Flat or not: the first and the last third of the run compared.
     const third = Math.max(1, Math.floor(samples.length / 3));
@@ -173,6 +191,7 @@ async function main() {
         flows: compare((s) => s.mapEntries.flows ?? 0),
         cpuMapEntries: compare((s) => s.mapEntries.cpu_ns ?? 0),
         mapOverflow: samples.at(-1)!.mapOverflow,
+        otlpFailures: samples.at(-1)!.otlpFailures,
       },
       samples,
     };

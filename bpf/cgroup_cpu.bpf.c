@@ -6,9 +6,10 @@
  * the next slice starts. The slice is measured with the scheduler's own
  * clock (task->se.sum_exec_runtime, which is what cpu.stat adds up), not the
  * wall clock: on a VM, wall time includes steal time that cpu.stat leaves
- * out. The slice still running on each CPU is published in `running`, so
- * userspace can add `now - start` at read time: a lone busy task may not
- * switch for seconds.
+ * out. The task running on each CPU, and its run time when it switched
+ * in, are published in `running`, so userspace can add what it has run
+ * since (from /proc/<tid>/schedstat, the same clock) at read time: a lone
+ * busy task may not switch for seconds. No clock is read here.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -24,8 +25,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define DROP_CPU_NS 0
 
 struct running_slice {
-	__u64 start_ns;  /* 0: unknown start, not accounted */
-	__u64 pid;       /* kernel task id (0: idle), so userspace can find its cgroup */
+	__u64 pid;       /* kernel task id (0: idle or unknown), so userspace can find it */
 	__u64 exec_ns;   /* the task's se.sum_exec_runtime at switch-in */
 };
 
@@ -48,15 +48,20 @@ struct {
 static const __u64 zero;
 static const __u64 overflow_key = CGROUP_OVERFLOW_KEY;
 
+/* SCHED_NORMAL, SCHED_BATCH, SCHED_IDLE: the fair class. */
+static __always_inline bool is_fair_policy(unsigned int policy)
+{
+	return policy == 0 || policy == 3 || policy == 5;
+}
+
 SEC("tp_btf/sched_switch")
 int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct running_slice *slot = bpf_map_lookup_elem(&running, &cpu);
-	__u64 now = bpf_ktime_get_ns();
 	__u64 *total;
-	__u64 cgid, ran;
+	__u64 cgid, ran, seen_start, fair_start;
 	pid_t prev_pid;
 
 	if (!slot)
@@ -68,18 +73,22 @@ int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
 	 * through the BTF pointers (no probe-read helper calls): it's the
 	 * hottest hook there is. */
 	prev_pid = prev->pid;
-	if (slot->start_ns && prev_pid != 0) {
-		ran = now - slot->start_ns;
-		if (slot->pid == prev_pid)
-			ran = prev->se.sum_exec_runtime - slot->exec_ns;
-		cgid = kt_task_cgroup_id(prev);
-		total = kt_lookup_or_init(&cpu_ns, &cgid, &zero, &overflow_key,
-					  DROP_CPU_NS);
-		if (total)
-			*total += ran;
-	}
-
-	slot->start_ns = now;
+	if (prev_pid == 0)
+		goto next;
+	/* A switch-in we did not see (the first one after attach): the fair
+	 * class keeps its own start of the slice; the real-time and deadline
+	 * classes do not, so theirs is not counted. Both starts are loaded:
+	 * one load through either pointer is refused by the verifier. */
+	seen_start = slot->exec_ns;
+	fair_start = prev->se.prev_sum_exec_runtime;
+	if (slot->pid != prev_pid && !is_fair_policy(prev->policy))
+		goto next;
+	ran = prev->se.sum_exec_runtime - (slot->pid == prev_pid ? seen_start : fair_start);
+	cgid = kt_task_cgroup_id(prev);
+	total = kt_lookup_or_init(&cpu_ns, &cgid, &zero, &overflow_key, DROP_CPU_NS);
+	if (total)
+		*total += ran;
+next:
 	slot->pid = next->pid;
 	slot->exec_ns = next->se.sum_exec_runtime;
 	return 0;

@@ -78,10 +78,12 @@ struct css_set {
 
 struct sched_entity {
 	u64 sum_exec_runtime;
+	u64 prev_sum_exec_runtime;
 };
 
 struct task_struct {
 	struct sched_entity se;
+	unsigned int policy;
 	pid_t pid;
 	pid_t tgid;
 	char comm[16];

@@ -2,10 +2,11 @@
  * cgroup_cpu: CPU time per cgroup v2 (bpf/cgroup_cpu.bpf.c).
  *
  * Value = the scheduler's run time of slices that ended at context switches
- * + the slice still running on each CPU (estimated from the `running` map
- * and CLOCK_MONOTONIC, which is the clock of bpf_ktime_get_ns). The running task's current cgroup is taken
- * from /proc/<tid>/cgroup, so a task moved while running is charged where
- * the kernel's cpu.stat charges it.
+ * + the slice still running on each CPU: the task's run time now
+ * (/proc/<tid>/schedstat, which the kernel brings up to date when read)
+ * minus its run time at switch-in (the `running` map). The running task's
+ * current cgroup is taken from /proc/<tid>/cgroup, so a task moved while
+ * running is charged where the kernel's cpu.stat charges it.
  */
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -17,7 +18,7 @@ import type { CollectorContext, CollectorDefinition, CollectorInstance } from '.
 import { expireCgroupEntries, u64Key } from './common.js';
 
 const OVERFLOW_KEY = 0xffff_ffff_ffff_ffffn;
-const RUNNING_WORDS = 3; // struct running_slice { start_ns, pid, exec_ns }
+const RUNNING_WORDS = 2; // struct running_slice { pid, exec_ns }
 
 export const cgroupCpuTime = defineMetric({
   name: 'kerntap.cgroup.cpu.time',
@@ -51,21 +52,26 @@ class CgroupCpuCollector implements CollectorInstance {
     // of counting a slice twice.
     const totals = await this.obj.readMap('cpu_ns');
     const running = await this.obj.readMap('running');
-    const nowNs = process.hrtime.bigint();
 
     const nsById = new Map<bigint, bigint>();
     for (let i = 0; i < totals.count; i++) {
       const id = totals.keys.readBigUInt64LE(i * 8);
       nsById.set(id, totals.values[i]!);
     }
+    // One slice per task: a task that moved CPUs between the two slots'
+    // reads counts from its latest switch-in only.
+    const switchedIn = new Map<bigint, bigint>();
     for (let i = 0; i < running.count; i++) {
-      const base = i * RUNNING_WORDS;
-      const startNs = running.values[base]!;
-      const tid = running.values[base + 1]!;
-      if (startNs === 0n || tid === 0n || nowNs <= startNs) continue;
+      const tid = running.values[i * RUNNING_WORDS]!;
+      const execNs = running.values[i * RUNNING_WORDS + 1]!;
+      if (tid !== 0n && execNs >= (switchedIn.get(tid) ?? 0n)) switchedIn.set(tid, execNs);
+    }
+    for (const [tid, execNs] of switchedIn) {
+      const now = this.runTimeOf(tid);
+      if (now === undefined || now <= execNs) continue; // exited since: its slice is in the totals at the next poll
       const id = this.currentCgroupOf(tid);
-      if (id === undefined) continue; // exited since: its slice is in the totals at the next poll
-      nsById.set(id, (nsById.get(id) ?? 0n) + (nowNs - startNs));
+      if (id === undefined) continue;
+      nsById.set(id, (nsById.get(id) ?? 0n) + (now - execNs));
     }
 
     // Resolve every id first: an unknown one triggers the walk that also
@@ -79,6 +85,15 @@ class CgroupCpuCollector implements CollectorInstance {
     expireCgroupEntries(this.obj, 'cpu_ns', totals, this.ctx.cgroups,
       (i) => totals.keys.readBigUInt64LE(i * 8), (id) => id === OVERFLOW_KEY);
     return [numberFamily(cgroupCpuTime, points)];
+  }
+
+  /** A task's run time so far (se.sum_exec_runtime, its running slice included), from /proc/<tid>/schedstat. */
+  private runTimeOf(tid: bigint): bigint | undefined {
+    try {
+      return BigInt(readFileSync(`/proc/${tid}/schedstat`, 'utf8').split(' ')[0]!);
+    } catch {
+      return undefined; // exited, or not in our pid namespace
+    }
   }
 
   /** The cgroup id a task is in now, from /proc/<tid>/cgroup (cgroup v2 line "0::/path"). */

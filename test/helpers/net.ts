@@ -10,7 +10,8 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { ROOT } from './env.js';
 import { TestCgroup } from './cgroup.js';
-import { find, type Sample } from './exposition.js';
+import { find, parseExposition, type Sample } from './exposition.js';
+import { startExporter, type Exporter } from './exporter.js';
 
 export const TRAFFIC = path.join(ROOT, 'test/helpers/tcp_traffic.py');
 
@@ -198,6 +199,28 @@ export class Cleanups {
     for (const undo of this.undo.reverse()) await undo();
     this.undo.length = 0;
   }
+}
+
+/**
+ * The fixtures and the one default exporter (500 ms polls) of a TCP test
+ * file: the exporter starts before the file's tests (as root; requireBpf()
+ * reports why not otherwise) and everything is undone after them.
+ */
+export function tcpTestFile(before: (fn: () => Promise<void>) => void, after: (fn: () => Promise<void>) => void) {
+  const fixtures = new Cleanups();
+  let exporter: Exporter | undefined;
+  before(async () => {
+    if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
+  });
+  after(async () => {
+    await fixtures.run();
+    await exporter?.stop();
+  });
+  return {
+    fixtures,
+    exporter: () => exporter!,
+    scrape: async (e: Exporter = exporter!): Promise<Sample[]> => parseExposition(await e.scrape()),
+  };
 }
 
 const givenPorts = new Set<number>();

@@ -7,25 +7,13 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
-import { parseExposition, find, type Sample } from '../helpers/exposition.js';
+import { startExporter, sleep, writeConfig } from '../helpers/exporter.js';
+import { parseExposition, find } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics } from '../helpers/prometheus.js';
-import { Cleanups, TRAFFIC, exited, freePort, haveNft, runClient, ssSockets, startServer, tcpMib, total, waitForLine } from '../helpers/net.js';
+import { tcpTestFile, TRAFFIC, exited, freePort, haveNft, runClient, ssSockets, startServer, tcpMib, total, waitForLine } from '../helpers/net.js';
 
-let exporter: Exporter | undefined;
-const fixtures = new Cleanups();
+const { fixtures, scrape, exporter } = tcpTestFile(before, after);
 
-before(async () => {
-  if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
-});
-after(async () => {
-  await fixtures.run();
-  await exporter?.stop();
-});
-
-async function scrape(): Promise<Sample[]> {
-  return parseExposition(await exporter!.scrape());
-}
 
 /** Waits for two polls, so everything that happened is in the snapshot. */
 const settle = () => sleep(1300);
@@ -240,7 +228,7 @@ test('hostile process names reach the listeners metric escaped; promtool accepts
     await waitForLine(child, 'ready');
   }
   await settle();
-  const text = await exporter!.scrape();
+  const text = await exporter().scrape();
   const check = promtoolCheckMetrics(text);
   assert.equal(check.status, 0, `promtool check metrics:\n${check.output}`);
   const s = parseExposition(text);

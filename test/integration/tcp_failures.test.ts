@@ -8,20 +8,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { sleep } from '../helpers/exporter.js';
 import { parseExposition } from '../helpers/exposition.js';
-import { Cleanups, freePort, haveNft, runClient, tcpMib, total } from '../helpers/net.js';
+import { tcpTestFile, freePort, haveNft, runClient, tcpMib, total } from '../helpers/net.js';
 
-let exporter: Exporter | undefined;
-const fixtures = new Cleanups();
-
-before(async () => {
-  if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
-});
-after(async () => {
-  await fixtures.run();
-  await exporter?.stop();
-});
+const { fixtures, scrape, exporter } = tcpTestFile(before, after);
 
 test('unanswered SYNs: K connects fail with reason="timeout", as AttemptFails and RetransSegs count them', async (t) => {
   if (!requireBpf(t) || !requireTool(t, 'nft', haveNft())) return;
@@ -39,7 +30,7 @@ test('unanswered SYNs: K connects fail with reason="timeout", as AttemptFails an
   await runClient(client, `fail ${ns.hostAddr} ${p} ${K} ETIMEDOUT`, ns.prefix);
   const mib1 = tcpMib(ns);
   await sleep(1300);
-  const s = parseExposition(await exporter!.scrape());
+  const s = parseExposition(await exporter().scrape());
 
   const peer = { cgroup: client.label, peer: ns.hostAddr, peer_port: String(p) };
   assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { ...peer, reason: 'timeout' }), K);
@@ -69,7 +60,7 @@ test('ICMP host unreachable: K connects fail with reason="unreachable"', async (
   const elapsed = Date.now() - started;
   const mib1 = tcpMib(ns);
   await sleep(1300);
-  const s = parseExposition(await exporter!.scrape());
+  const s = parseExposition(await exporter().scrape());
 
   // On a veth the first ICMP comes back while connect() still holds the
   // socket lock, and the kernel drops it (LockDroppedIcmps): the ICMP for

@@ -13,25 +13,16 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf } from '../helpers/env.js';
-import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { sleep } from '../helpers/exporter.js';
 import { parseExposition } from '../helpers/exposition.js';
-import { Cleanups, TRAFFIC, exited, freePort, runClient, ssSockets, startServer, total } from '../helpers/net.js';
+import { tcpTestFile, TRAFFIC, exited, freePort, runClient, ssSockets, startServer, total } from '../helpers/net.js';
 import type { TestCgroup } from '../helpers/cgroup.js';
 
-let exporter: Exporter | undefined;
-const fixtures = new Cleanups();
-
-before(async () => {
-  if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
-});
-after(async () => {
-  await fixtures.run();
-  await exporter?.stop();
-});
+const { fixtures, scrape, exporter } = tcpTestFile(before, after);
 
 /** Mean of a histogram in ms, for the given cgroup. */
 async function meanMs(metric: string, cg: TestCgroup): Promise<{ count: number; ms: number }> {
-  const s = parseExposition(await exporter!.scrape());
+  const s = parseExposition(await exporter().scrape());
   const count = total(s, `${metric}_count`, { cgroup: cg.label });
   return { count, ms: (total(s, `${metric}_sum`, { cgroup: cg.label }) / count) * 1e3 };
 }

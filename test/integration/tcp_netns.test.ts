@@ -9,24 +9,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf } from '../helpers/env.js';
-import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
-import { parseExposition, type Sample } from '../helpers/exposition.js';
-import { Cleanups, TRAFFIC, freePort, runClient, ssSockets, startServer, total, waitForLine } from '../helpers/net.js';
+import { startExporter, sleep } from '../helpers/exporter.js';
+import { tcpTestFile, TRAFFIC, freePort, runClient, ssSockets, startServer, total, waitForLine } from '../helpers/net.js';
 
-let exporter: Exporter | undefined;
-const fixtures = new Cleanups();
+const { fixtures, scrape, exporter } = tcpTestFile(before, after);
 
-before(async () => {
-  if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
-});
-after(async () => {
-  await fixtures.run();
-  await exporter?.stop();
-});
-
-async function scrape(e = exporter!): Promise<Sample[]> {
-  return parseExposition(await e.scrape());
-}
 
 /** Two polls of the default test exporter (500 ms). */
 const settle = () => sleep(1300);
