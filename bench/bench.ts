@@ -6,9 +6,8 @@
  * bench/results/<full|smoke>.json (bench/plot.py draws the growth figure).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
 import net from 'node:net';
-import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
@@ -21,6 +20,8 @@ import { TestCgroup } from '../test/helpers/cgroup.js';
 import { sleep, startExporter, writeConfig, type Exporter } from '../test/helpers/exporter.js';
 import { bpfProgramsOf } from '../test/helpers/env.js';
 import { find, parseExposition, value } from '../test/helpers/exposition.js';
+import { freePort } from '../test/helpers/prometheus.js';
+import { cpuTicks, rssBytes, writeNginxSite } from './common.js';
 import { renderWithPromClient } from '../test/helpers/prom-client-render.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -39,15 +40,6 @@ const P = SMOKE
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 interface WrkOptions { seconds: number; close: boolean; connections?: number; cpus?: string }
 interface WrkResult { requestsPerS: number; requests: number; cpuUsPerRequest: number }
 
@@ -64,15 +56,10 @@ class App {
   ) {}
 
   static async start(): Promise<App> {
-    const dir = mkdtempSync(path.join(tmpdir(), 'kt-bench-nginx-'));
     const port = await freePort();
-    writeFileSync(path.join(dir, 'index.html'), 'x'.repeat(512));
-    writeFileSync(path.join(dir, 'nginx.conf'), `worker_processes auto; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
-  server { listen 127.0.0.1:${port}; root ${dir}; keepalive_requests 1000000; } }`);
+    const conf = writeNginxSite(port, { workers: 'auto', keepaliveRequests: 1_000_000 });
     const cgroup = TestCgroup.unique('kt-bench-app');
-    const nginx = cgroup.run(`exec nginx -c ${path.join(dir, 'nginx.conf')}`);
+    const nginx = cgroup.run(`exec nginx -c ${conf}`);
     for (let i = 0; i < 50; i++) {
       if (await fetch(`http://127.0.0.1:${port}/`).then((r) => r.ok, () => false)) break;
       await sleep(100);
@@ -380,14 +367,6 @@ async function appOverhead(app: App) {
     };
   }
   return result;
-}
-
-function cpuTicks(pid: number): number {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(f[11]) + Number(f[12]);
-}
-function rssBytes(pid: number): number {
-  return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
 }
 
 /**

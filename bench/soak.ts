@@ -13,15 +13,16 @@
  * endpoint that is down for the whole run: what it holds must stay bounded.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { TestCgroup } from '../test/helpers/cgroup.js';
 import { sleep, startExporter, writeConfig } from '../test/helpers/exporter.js';
 import { find, parseExposition, value } from '../test/helpers/exposition.js';
+import { tcpMib } from '../test/helpers/net.js';
+import { freePort } from '../test/helpers/prometheus.js';
+import { cpuTicks, rssBytes, writeNginxSite } from './common.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 const { values: ARGS } = parseArgs({ options: { minutes: { type: 'string', default: '30' }, sample: { type: 'string', default: '10' } } });
@@ -40,23 +41,8 @@ collectors:
     flow_ttl: 1m
 `);
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = net.createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as net.AddressInfo).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
-
 function startNginx(port: number): ChildProcess {
-  const dir = mkdtempSync(path.join(tmpdir(), 'kt-soak-nginx-'));
-  writeFileSync(path.join(dir, 'index.html'), 'x'.repeat(512));
-  writeFileSync(path.join(dir, 'nginx.conf'), `worker_processes 1; daemon off; pid ${dir}/nginx.pid; error_log ${dir}/error.log;
-events { worker_connections 4096; }
-http { access_log off; client_body_temp_path ${dir}; proxy_temp_path ${dir}; fastcgi_temp_path ${dir}; uwsgi_temp_path ${dir}; scgi_temp_path ${dir};
-  server { listen 127.0.0.1:${port}; root ${dir}; } }`);
-  return spawn('nginx', ['-c', path.join(dir, 'nginx.conf')], { stdio: 'ignore' });
+  return spawn('nginx', ['-c', writeNginxSite(port, { workers: 1 })], { stdio: 'ignore' });
 }
 
 interface Sample {
@@ -73,16 +59,7 @@ interface Sample {
   otlpFailures: number;
 }
 
-const ticks = (pid: number) => {
-  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return Number(f[11]) + Number(f[12]);
-};
-const rss = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
-const activeOpens = () => {
-  const lines = readFileSync('/proc/net/snmp', 'utf8').split('\n').filter((l) => l.startsWith('Tcp:'));
-  const [names, vals] = [lines[0]!.split(/\s+/), lines[1]!.split(/\s+/)];
-  return Number(vals[names.indexOf('ActiveOpens')]);
-};
+const activeOpens = () => tcpMib().ActiveOpens!;
 
 async function main() {
   const nginxPort = await freePort();
@@ -130,7 +107,7 @@ async function main() {
     const samples: Sample[] = [];
     const t0 = Date.now();
     const opens0 = activeOpens();
-    let lastTicks = ticks(k.pid);
+    let lastTicks = cpuTicks(k.pid);
     let lastT = t0;
     let stop = false;
     void interrupted.then(() => {
@@ -142,14 +119,14 @@ async function main() {
       if (stop) break;
       const s = parseExposition(await k.scrape());
       const now = Date.now();
-      const tk = ticks(k.pid);
+      const tk = cpuTicks(k.pid);
       const entries: Record<string, number> = {};
       const capacity: Record<string, number> = {};
       for (const x of find(s, 'kerntap_bpf_map_entries')) entries[x.labels.map!] = x.value;
       for (const x of find(s, 'kerntap_bpf_map_capacity')) capacity[x.labels.map!] = x.value;
       const sample: Sample = {
         t: (now - t0) / 1000,
-        rssMB: rss(k.pid) / 1e6,
+        rssMB: rssBytes(k.pid) / 1e6,
         cpuPercentOfCore: ((tk - lastTicks) / 100 / ((now - lastT) / 1000)) * 100,
         fds: readdirSync(`/proc/${k.pid}/fd`).length,
         series: find(s, 'kerntap_series').reduce((sum, x) => sum + x.value, 0),

@@ -29,7 +29,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <memory>
 #include <mutex>
 #include <string>
 #include <utility>
@@ -657,31 +656,30 @@ class ReadMapWorker : public PromiseWorker {
                 bool percpu, uint32_t max_entries)
       : PromiseWorker(env, obj, "kerntap.readMap"), name_(std::move(name)), fd_(fd), key_size_(key_size),
         value_size_(value_size), percpu_(percpu), ncpu_(obj->ncpu()), chunk_(g_batch.load()),
-        max_entries_(max_entries), result_(new MapRead()) {}
+        max_entries_(max_entries) {}
 
   void Execute() override {
     // Chunks double from the configured size up to the map's size, within
     // 8 MiB of per-CPU values per call (the kernel allocates as much again).
     uint32_t by_bytes = static_cast<uint32_t>(std::max<size_t>(1, kMaxChunkBytes / (value_size_ * (percpu_ ? ncpu_ : 1))));
     uint32_t max_chunk = std::max(chunk_, std::min({max_entries_, by_bytes, kMaxChunk}));
-    int rc = ReadWholeMap(fd_, key_size_, value_size_, percpu_, ncpu_, chunk_, max_chunk, result_.get());
+    int rc = ReadWholeMap(fd_, key_size_, value_size_, percpu_, ncpu_, chunk_, max_chunk, &result_);
     if (rc != 0) Fail(-rc, "reading map " + name_ + ": " + ErrText(-rc));
   }
 
   void OnOK() override {
     Napi::Env env = Env();
     Napi::Object out = Napi::Object::New(env);
-    MapRead* r = result_.get();
+    const MapRead* r = &result_;
     out.Set("count", Napi::Number::New(env, static_cast<double>(r->count)));
     out.Set("keySize", Napi::Number::New(env, static_cast<double>(r->key_size)));
     out.Set("valueWords", Napi::Number::New(env, static_cast<double>(r->value_words)));
-    // Copied into V8-owned memory: V8 accounts for it and frees it with the
-    // garbage it collects anyway, and the native buffers go back at once.
+    // Copied into V8-owned memory, which V8 accounts for; the native
+    // buffers go with the worker right after this.
     out.Set("keys", Napi::Buffer<uint8_t>::Copy(env, r->keys.data(), r->keys.size()));
     Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, r->values.size() * 8);
     if (!r->values.empty()) memcpy(ab.Data(), r->values.data(), r->values.size() * 8);
     out.Set("values", Napi::BigUint64Array::New(env, r->values.size(), ab, 0));
-    result_.reset();
     deferred_.Resolve(out);
   }
 
@@ -693,7 +691,7 @@ class ReadMapWorker : public PromiseWorker {
   int ncpu_;
   uint32_t chunk_;
   uint32_t max_entries_;
-  std::unique_ptr<MapRead> result_;
+  MapRead result_;
   static constexpr uint32_t kMaxChunk = 1u << 18;
   static constexpr size_t kMaxChunkBytes = 8u << 20;
 };

@@ -138,8 +138,9 @@ export class Kerntap {
         statsEnabled: () => app.statsFd !== undefined || bpfStatsSysctl(),
         log,
         collectorStates: probe.rows.map((r) => ({ name: r.collector, enabled: r.enabled })),
-        // New cgroups are found as soon as an unknown id shows up; this walk
-        // only notices deletions, which have cgroup.ttl to age out anyway.
+        // New cgroups are found by a walk as soon as an unknown id shows up;
+        // this check (a stat per known path) only notices deletions, which
+        // have cgroup.ttl to age out anyway.
         beforePoll: () => cgroups.refresh(Math.max(config.poll.interval, 60_000)),
         labeler: app.labeler,
       });

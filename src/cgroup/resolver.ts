@@ -93,16 +93,20 @@ export class CgroupResolver {
     }
     const livePaths = new Set<string>();
     for (const id of seen) livePaths.add(this.byId.get(id)!.path);
-    for (const [id, entry] of this.byId) {
-      if (seen.has(id)) continue;
-      // A new cgroup took this path: the old one's series ends now, so the
-      // path's series restarts instead of adding both together.
-      if (livePaths.has(entry.path)) entry.goneSinceMs = Math.min(entry.goneSinceMs ?? now, now - this.ttlMs - 1);
-      else if (entry.goneSinceMs === undefined) entry.goneSinceMs = now;
-      // Collectors free an expired id's kernel entries and call forget() at
-      // the TTL; this is the backstop for ids no collector holds.
-      else if (now - entry.goneSinceMs > 2 * this.ttlMs) this.byId.delete(id);
-    }
+    for (const [id, entry] of this.byId) if (!seen.has(id)) this.notFound(id, entry, now, livePaths.has(entry.path));
+  }
+
+  /**
+   * A walk or a check no longer finds this cgroup at its path. `replaced`:
+   * a new cgroup took the path, so the old one's series ends now and the
+   * path's series restarts instead of adding both together.
+   */
+  private notFound(id: bigint, entry: CgroupEntry, now: number, replaced: boolean): void {
+    if (replaced) entry.goneSinceMs = Math.min(entry.goneSinceMs ?? now, now - this.ttlMs - 1);
+    else if (entry.goneSinceMs === undefined) entry.goneSinceMs = now;
+    // Collectors free an expired id's kernel entries at the TTL; this is the
+    // backstop for ids no collector holds.
+    else if (now - entry.goneSinceMs > 2 * this.ttlMs) this.byId.delete(id);
   }
 
   /** Path for an id, walking again if it is unknown and the last walk is old enough. */
@@ -147,20 +151,15 @@ export class CgroupResolver {
     const now = this.now();
     this.lastCheckMs = now;
     for (const [id, entry] of this.byId) {
-      if (entry.goneSinceMs !== undefined) {
-        if (!entry.unknown && now - entry.goneSinceMs > 2 * this.ttlMs) this.byId.delete(id);
-        continue;
-      }
-      const abs = entry.path === '/' ? this.root : path.join(this.root, entry.path);
-      const st = statSync(abs, { bigint: true, throwIfNoEntry: false });
+      const st = entry.goneSinceMs === undefined
+        ? statSync(entry.path === '/' ? this.root : path.join(this.root, entry.path), { bigint: true, throwIfNoEntry: false })
+        : undefined;
       if (st?.ino === id) {
         entry.lastSeenMs = now;
-      } else if (st) {
-        entry.goneSinceMs = now - this.ttlMs - 1;
-        if (!this.byId.has(st.ino)) this.byId.set(st.ino, { path: entry.path, lastSeenMs: now });
-      } else {
-        entry.goneSinceMs = now;
+        continue;
       }
+      this.notFound(id, entry, now, st !== undefined);
+      if (st && !this.byId.has(st.ino)) this.byId.set(st.ino, { path: entry.path, lastSeenMs: now });
     }
   }
 
