@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { BIN } from './env.js';
+import { BIN, bpfProgramsOf, loadedBpfPrograms } from './env.js';
 
 export interface Exporter {
   url: string;
@@ -22,8 +22,18 @@ export function writeConfig(yaml: string): string {
   return file;
 }
 
-export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Exporter> {
-  const child = spawn(process.execPath, [BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args], {
+/**
+ * Starts bin/kerntap.js (500 ms polls unless `args` say otherwise). With
+ * `cgroup` (an absolute cgroup2 directory) it runs there from its first
+ * instruction: a shell moves itself in, then execs node, so every page and
+ * BPF map it allocates is charged to that cgroup.
+ */
+export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cgroup?: string } = {}): Promise<Exporter> {
+  const argv = [BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args];
+  const [cmd, cmdArgs] = opts.cgroup
+    ? ['/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, process.execPath, ...argv]]
+    : [process.execPath, argv];
+  const child = spawn(cmd, cmdArgs, {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -70,6 +80,35 @@ export async function startExporter(args: string[] = [], opts: { env?: NodeJS.Pr
       return code;
     },
   };
+}
+
+export interface Detach {
+  code: number | null;
+  /** The programs it held while running (from its fdinfo). */
+  programs: number[];
+  exitMs: number;
+  /** Its programs still loaded `withinMs` after the signal. */
+  left: number[];
+  goneMs: number;
+}
+
+/**
+ * Signals the exporter and measures the detach: when it exited, and when
+ * its programs were gone from the kernel, which frees a program after an
+ * RCU grace period once every fd is closed (polled up to `withinMs`).
+ */
+export async function stopAndWatchUnload(exporter: Exporter, signal: NodeJS.Signals = 'SIGTERM', withinMs = 1000): Promise<Detach> {
+  const programs = bpfProgramsOf(exporter.pid);
+  const t0 = Date.now();
+  const code = await exporter.stop(signal);
+  const exitMs = Date.now() - t0;
+  let left = programs;
+  while (left.length > 0 && Date.now() - t0 < withinMs) {
+    await sleep(20);
+    const still = loadedBpfPrograms();
+    left = programs.filter((id) => still.has(id));
+  }
+  return { code, programs, exitMs, left, goneMs: Date.now() - t0 };
 }
 
 export function sleep(ms: number): Promise<void> {
