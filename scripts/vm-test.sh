@@ -171,7 +171,7 @@ mountpoint -q /sys/fs/bpf || mount -t bpf bpf /sys/fs/bpf
 ip link set lo up
 ulimit -n 65536
 cd $ROOT
-exec node dist/test/kernel/check.js --mode $mode --kernel $name --out $out/result.json
+exec node dist/test/kernel/check.js --mode $mode --kernel $name --out $out/result.json --host-node-ms $host_node_ms
 EOF
   chmod +x "$out/guest.sh"
   local t0=$SECONDS rc=0
@@ -210,6 +210,8 @@ build_checkout
 $setup_only && { say "set up"; exit 0; }
 
 mkdir -p "$RESULTS"
+# Time bounds in the guests are scaled by how much slower node runs there.
+host_node_ms=$(node dist/test/kernel/check.js --mode node-start)
 t_start=$SECONDS
 if $sweep; then
   names=()

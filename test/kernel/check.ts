@@ -88,7 +88,7 @@ function offReason(stderr: string, collector: string): string {
       // the probe table and libbpf lines are not JSON
     }
   }
-  const verifier = /unknown func \S+|invalid bpf_context access[^\n]*|helper call is not allowed[^\n]*|program of this type cannot use helper \S+/.exec(stderr)?.[0];
+  const verifier = /unknown func [\w#]+|invalid bpf_context access[^"\n|]*|helper call is not allowed[^"\n|]*|program of this type cannot use helper [\w#]+/.exec(stderr)?.[0];
   if (verifier && !reason.includes(verifier)) reason += ` (verifier: ${verifier})`;
   return reason || 'no reason in the log';
 }
@@ -118,6 +118,19 @@ class Runner {
 
 export const MATRIX_CHECKS = ['collectors', 'cpu', 'bytes', 'connects', 'rtt', 'listeners', 'retransmits', 'sigterm'];
 
+/** Median wall time of a bare `node -e ""`: how fast this machine runs node, for time bounds under TCG. */
+export function nodeStartMs(): number {
+  const times = [0, 1, 2].map(() => {
+    const t0 = process.hrtime.bigint();
+    spawnSync(process.execPath, ['-e', '']);
+    return Number(process.hrtime.bigint() - t0) / 1e6;
+  });
+  return times.sort((a, b) => a - b)[1]!;
+}
+
+/** The host's nodeStartMs(), from --host-node-ms (vm-test.sh measures it before booting guests). */
+let hostNodeMs = 0;
+
 async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void> {
   const checkRun = spawnSync(process.execPath, [BIN, '--check'], { encoding: 'utf8', timeout: 120_000 });
   extra.check_output = checkRun.stdout.trim();
@@ -131,17 +144,23 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     return;
   }
   const scrape = async (): Promise<Sample[]> => parseExposition(await exporter.scrape());
+  const off = new Map<string, string>();
+  /** A check of a collector that is off fails at once, with the collector's reason (and saves waiting for values). */
+  const needs = (collector: string) => {
+    if (off.has(collector)) fail(`${collector} collector off: ${off.get(collector)}`);
+  };
   try {
     await run.check('collectors', async () => {
       const states = find(await scrape(), 'kerntap_collector_enabled');
       expect(states.length > 0, 'no kerntap_collector_enabled series');
       const checkSays = (c: string) => new RegExp(`^${c}\\s+(\\S+)`, 'm').exec(String(extra.check_output))?.[1] ?? '?';
-      const off = states.filter((s) => s.value !== 1).map((s) => s.labels.collector!);
-      if (off.length) fail(off.map((c) => `${c} off: ${offReason(exporter.stderr(), c)}; --check said "${checkSays(c)}"`).join('; '));
+      for (const s of states) if (s.value !== 1) off.set(s.labels.collector!, offReason(exporter.stderr(), s.labels.collector!));
+      if (off.size) fail([...off].map(([c, why]) => `${c} off: ${why}; --check said "${checkSays(c)}"`).join('; '));
       return `${states.map((s) => s.labels.collector).join(', ')} on`;
     });
 
     await run.check('cpu', async () => {
+      needs('cgroup_cpu');
       const cg = fixtures.cgroup('kt-k-cpu');
       const busy = cg.run('while :; do :; done');
       await sleep(2000);
@@ -164,6 +183,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     const M = 10;
     let trafficRan = false;
     await run.check('bytes', async () => {
+      needs('tcp');
       await startServer(server, `server 127.0.0.1 ${port} ${N}`);
       await runClient(client, `client 127.0.0.1 ${port} ${N} ${M}`);
       trafficRan = true;
@@ -179,6 +199,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     });
 
     await run.check('rtt', async () => {
+      needs('tcp');
       expect(trafficRan, 'no traffic (bytes check failed early)');
       const count = await until(async () => total(await scrape(), 'kerntap_tcp_rtt_seconds_count', { cgroup: client.label }), (v) => v > 0);
       expect(count > 0, 'kerntap_tcp_rtt_seconds_count stayed 0 for the client cgroup');
@@ -186,6 +207,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     });
 
     await run.check('listeners', async () => {
+      needs('tcp');
       expect(trafficRan, 'no test listener (bytes check failed early)');
       const labels = { cgroup: server.label, port: String(port), comm: 'python3' };
       const n = await until(async () => total(await scrape(), 'kerntap_tcp_listeners', labels), (v) => v === 1);
@@ -194,6 +216,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     });
 
     await run.check('connects', async () => {
+      needs('tcp');
       // In a namespace of its own, so its MIB counters see only this traffic.
       const ns = fixtures.netns();
       const srv = fixtures.cgroup('kt-k-nsrv');
@@ -220,6 +243,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     });
 
     await run.check('retransmits', async () => {
+      needs('tcp');
       const ns = fixtures.netns();
       const sink = fixtures.cgroup('kt-k-sink');
       const lossy = fixtures.cgroup('kt-k-lossy');
@@ -249,21 +273,27 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     await fixtures.run();
   }
   await run.check('sigterm', async () => {
-    const d = await stopAndWatchUnload(exporter, 'SIGTERM', 1000);
+    // 1 s on the host; under TCG everything is slower by about the factor
+    // a bare node start-and-exit is slower than on the host.
+    const slowdown = hostNodeMs ? Math.max(1, nodeStartMs() / hostNodeMs) : 1;
+    const bound = Math.round(1000 * slowdown);
+    const scaled = slowdown > 1 ? ` (1 s x ${slowdown.toFixed(1)}: node starts ${slowdown.toFixed(1)}x slower here than on the host)` : '';
+    const d = await stopAndWatchUnload(exporter, 'SIGTERM', bound);
+    extra.kerntap_log = exporter.stderr().split('\n').slice(-40).join('\n');
     expect(d.programs.length > 0, 'kerntap held no BPF programs');
     expect(d.code === 0, `exit code ${d.code}`);
-    expect(d.exitMs < 1000, `exited after ${d.exitMs} ms (> 1 s)`);
+    expect(d.exitMs < bound, `exited after ${d.exitMs} ms, over ${bound} ms${scaled}`);
     expect(d.left.length === 0, `${d.left.length} of ${d.programs.length} programs still loaded ${d.goneMs} ms after SIGTERM`);
-    return `exited in ${d.exitMs} ms, ${d.programs.length} programs gone after ${d.goneMs} ms`;
+    return `exited in ${d.exitMs} ms, ${d.programs.length} programs gone after ${d.goneMs} ms, within ${bound} ms${scaled}`;
   });
 }
 
 /** A cgroup with memory.max set, under the cgroup2 root (the memory controller enabled there). */
-function limitedCgroup(fixtures: Cleanups, limit: string): TestCgroup {
+function limitedCgroup(fixtures: Cleanups, limitBytes: number): TestCgroup {
   const root = detectCgroup2Root();
   writeFileSync(path.join(root, 'cgroup.subtree_control'), '+memory');
   const cg = fixtures.cgroup('kt-k-limit');
-  writeFileSync(path.join(cg.abs, 'memory.max'), limit);
+  writeFileSync(path.join(cg.abs, 'memory.max'), String(limitBytes));
   return cg;
 }
 
@@ -290,7 +320,7 @@ const fmt = (f: Footprint) => `maps ${(f.memlock_bytes / MB).toFixed(1)} MB meml
 
 /** Starts kerntap (default config) under memory.max; undefined and why when it does not serve. */
 async function startLimited(fixtures: Cleanups): Promise<{ exporter?: Exporter; why?: string; cg: TestCgroup }> {
-  const cg = limitedCgroup(fixtures, DAEMONSET_LIMIT);
+  const cg = limitedCgroup(fixtures, DAEMONSET_LIMIT_BYTES);
   try {
     const exporter = await startExporter(DEFAULT_POLL, { cgroup: cg.abs, timeoutMs: 240_000 });
     fixtures.add(() => exporter.stop());
@@ -371,7 +401,12 @@ async function sweep(run: Runner, extra: Record<string, unknown>): Promise<void>
 }
 
 async function main(): Promise<void> {
-  const { values } = parseArgs({ options: { mode: { type: 'string', default: 'matrix' }, kernel: { type: 'string', default: 'host' }, out: { type: 'string' } } });
+  const { values } = parseArgs({ options: { mode: { type: 'string', default: 'matrix' }, kernel: { type: 'string', default: 'host' }, out: { type: 'string' }, 'host-node-ms': { type: 'string' } } });
+  if (values.mode === 'node-start') {
+    process.stdout.write(`${nodeStartMs().toFixed(1)}\n`);
+    return;
+  }
+  hostNodeMs = Number(values['host-node-ms'] ?? 0);
   const run = new Runner();
   const t0 = Date.now();
   const extra: Record<string, unknown> = {};
