@@ -443,7 +443,7 @@ async function seriesCost() {
   const perFamily = 10_000;
   for (const n of P.series) {
     const defs = Array.from({ length: Math.ceil(n / perFamily) }, (_, f) =>
-      defineMetric({ name: `kerntap.bench.f${f}`, kind: 'counter', unit: 'By', help: 'bench', labels: ['cgroup', 'role', 'peer', 'peer_port'] }));
+      defineMetric({ name: `kerntap.bench.f${f}`, kind: 'counter', unit: 'By', help: 'bench', labels: ['cgroup', 'role', 'peer', 'server.port'] }));
     const poll = (round: number): RawFamily[] => defs.map((def, f) => numberFamily(def, Array.from({ length: Math.min(perFamily, n - f * perFamily) }, (_, j) => {
       const i = f * perFamily + j;
       return { labels: [`/kubepods.slice/pod${i % 997}/c${i}`, 'client', `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, '443'], value: i * 1.5 + round };

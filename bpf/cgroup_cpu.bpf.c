@@ -37,9 +37,15 @@ struct {
 	__type(value, struct running_slice);
 } running SEC(".maps");
 
-/* Nanoseconds of CPU per cgroup id. Userspace sets max_entries. */
+/*
+ * Nanoseconds of CPU per cgroup id, shared by all CPUs (see kt_maps.h).
+ * Userspace sets max_entries, and clears BPF_F_NO_PREALLOC on kernels before
+ * 6.1: allocating here, under the scheduler's run-queue lock, is safe only
+ * with the BPF memory allocator that 6.1 brought.
+ */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 16384);
 	__type(key, __u64);
 	__type(value, __u64);
@@ -87,7 +93,7 @@ int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
 	cgid = kt_task_cgroup_id(prev);
 	total = kt_lookup_or_init(&cpu_ns, &cgid, &zero, &overflow_key, DROP_CPU_NS);
 	if (total)
-		*total += ran;
+		__sync_fetch_and_add(total, ran);
 next:
 	slot->pid = next->pid;
 	slot->exec_ns = next->se.sum_exec_runtime;

@@ -8,13 +8,16 @@
  * - tcp_probe (every segment received in ESTABLISHED, data or ACK): smoothed
  *   RTT histogram, and the traffic since the last event.
  * - tcp_send_reset / tcp_receive_reset: resets.
+ * - tcp_retransmit_synack: SYN-ACK retransmits (SYN retransmits are read
+ *   from the socket's own counter when its handshake ends).
  * - iter/tcp (run by userspace at poll time, in kerntap's network
  *   namespace): listening sockets, live connections when asked for, and the
  *   traffic of quiet connections that tcp_probe has not reported yet.
  *
  * Traffic comes from the kernel's own per-socket counters (bytes_acked,
  * bytes_received, total_retrans): each event adds what they grew by since
- * the socket's last report, kept in socket-local storage. This costs no
+ * the socket's last report, kept in socket-local storage (or, before
+ * 5.11, in a hash keyed by socket). This costs no
  * hook on the send/receive path, works in every network namespace, and
  * loses nothing at close.
  */
@@ -33,6 +36,13 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 ephemeral_lo = 32768;
 const volatile __u32 ephemeral_hi = 60999;
 const volatile __u32 per_connection = 0;
+/*
+ * Tracing programs may use socket storage from 5.11 on. Before that, socket
+ * state lives in sock_table, a hash keyed by the socket's address that
+ * userspace sizes, with entries freed at TCP_CLOSE. The branch not taken is
+ * pruned by the verifier, so its helper calls are never checked.
+ */
+const volatile __u32 sk_storage_ok = 1;
 
 enum role { ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2 };
 
@@ -46,14 +56,17 @@ enum hist_kind {
 
 enum failure { FAIL_REFUSED, FAIL_TIMEOUT, FAIL_RESET, FAIL_UNREACHABLE, FAIL_OTHER, FAIL_KINDS };
 
-#define DROP_FLOWS 0
-#define DROP_HISTS 1
+enum drop_slot { DROP_FLOWS = 0, DROP_HISTS = 1, DROP_SOCKS = 2 };
 
-/* Traffic is aggregated per cgroup x role x peer (port folded). */
+/*
+ * Traffic is aggregated per cgroup x role x peer x service port: the peer's
+ * port for a client, the local (listening) port for a server, so a host
+ * serving several ports from one cgroup tells them apart. 0: ephemeral.
+ */
 struct flow_key {
 	__u64 cgroup_id;
 	__u8 peer[16];
-	__u16 peer_port; /* 0: ephemeral, folded */
+	__u16 server_port;
 	__u8 role;
 	__u8 pad[5];
 };
@@ -62,9 +75,10 @@ struct flow_val {
 	__u64 sent;
 	__u64 received;
 	__u64 retrans;
-	__u64 active; /* two's complement: +1 on CPU a, -1 on CPU b sums right */
+	__u64 active; /* two's complement: +1 and -1 from different events sum right */
 	__u64 resets_sent;
 	__u64 resets_received;
+	__u64 syn_retrans; /* SYN and SYN-ACK retransmits, as TCPSynRetrans counts them */
 	__u64 failed[FAIL_KINDS];
 };
 
@@ -74,7 +88,7 @@ struct hist_key {
 	__u32 pad;
 };
 
-/* What kerntap remembers per socket; freed by the kernel with the socket. */
+/* What kerntap remembers per socket; freed with the socket (or at close). */
 struct sock_state {
 	__u64 syn_ns;        /* SYN_SENT time, active opens */
 	__u64 est_ns;        /* ESTABLISHED time */
@@ -87,7 +101,7 @@ struct sock_state {
 	__u8 key_ok;
 	__u8 resets_received; /* a received reset is always followed by CLOSE: added to the flow there */
 	__u8 pad[3];
-	char comm[16];       /* who called connect() or listen(); children inherit */
+	char comm[16];       /* who called connect() or listen(); children inherit (socket storage only) */
 	struct flow_key key;
 };
 
@@ -99,14 +113,25 @@ struct {
 } sock_states SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1); /* sized by userspace when sk_storage_ok is 0 */
+	__type(key, __u64);
+	__type(value, struct sock_state);
+} sock_table SEC(".maps");
+
+/* Allocated as used: these programs run in process or softirq context, never under scheduler locks. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 16384);
 	__type(key, struct flow_key);
 	__type(value, struct flow_val);
 } flows SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 8192);
 	__type(key, struct hist_key);
 	__type(value, struct kt_hist);
@@ -117,22 +142,29 @@ static const struct flow_key flow_overflow = { .cgroup_id = ~0ULL };
 static const struct hist_key hist_overflow = { .cgroup_id = ~0ULL };
 static const struct flow_val flow_zero;
 static const struct kt_hist hist_zero;
+static const struct sock_state state_zero;
 
 static __always_inline bool is_ephemeral(__u16 port)
 {
 	return port >= ephemeral_lo && port <= ephemeral_hi;
 }
 
-static __always_inline void flow_key_init(struct flow_key *k, const struct sock *sk, __u8 role)
+/* The flow of a connection: `owner` gives the cgroup and local port, `conn` the peer. */
+static __always_inline void flow_key_fill(struct flow_key *k, const struct sock *owner,
+					  const struct sock_common *conn, __u8 role)
 {
-	const struct sock_common *skc = &sk->__sk_common;
-	__u16 port = kt_peer_port(skc);
+	__u16 port = role == ROLE_SERVER ? kt_local_port(&owner->__sk_common) : kt_peer_port(conn);
 
 	__builtin_memset(k, 0, sizeof(*k));
-	k->cgroup_id = kt_sock_cgroup_id(sk);
-	kt_peer_addr(skc, k->peer);
-	k->peer_port = is_ephemeral(port) ? 0 : port;
+	k->cgroup_id = kt_sock_cgroup_id(owner);
+	kt_peer_addr(conn, k->peer);
+	k->server_port = is_ephemeral(port) ? 0 : port;
 	k->role = role;
+}
+
+static __always_inline void flow_key_init(struct flow_key *k, const struct sock *sk, __u8 role)
+{
+	flow_key_fill(k, sk, &sk->__sk_common, role);
 }
 
 /* Sockets that existed before kerntap: the side with an ephemeral local port is the client. */
@@ -159,10 +191,34 @@ static __always_inline void hist_add(__u64 cgroup_id, __u32 kind, __u64 ns)
 		kt_hist_add_ns(h, ns);
 }
 
+/* The socket's state, created if asked; a state that cannot be created is counted in kt_drops. */
 static __always_inline struct sock_state *state_of(const struct sock *sk, bool create)
 {
-	return bpf_sk_storage_get(&sock_states, (struct sock *)sk, 0,
-				  create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	struct sock_state *st;
+	__u64 addr = (__u64)sk;
+
+	if (sk_storage_ok) {
+		st = bpf_sk_storage_get(&sock_states, (struct sock *)sk, 0,
+					create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
+	} else {
+		st = bpf_map_lookup_elem(&sock_table, &addr);
+		if (!st && create) {
+			bpf_map_update_elem(&sock_table, &addr, &state_zero, BPF_NOEXIST);
+			st = bpf_map_lookup_elem(&sock_table, &addr);
+		}
+	}
+	if (!st && create)
+		kt_count_drop(DROP_SOCKS);
+	return st;
+}
+
+/* A closed socket's state goes (socket storage is freed with the socket instead). */
+static __always_inline void state_free(const struct sock *sk)
+{
+	__u64 addr = (__u64)sk;
+
+	if (!sk_storage_ok)
+		bpf_map_delete_elem(&sock_table, &addr);
 }
 
 static __always_inline const struct flow_key *key_of(struct sock_state *st, const struct sock *sk)
@@ -176,9 +232,9 @@ static __always_inline const struct flow_key *key_of(struct sock_state *st, cons
 
 /*
  * Adds what a socket counter grew by since it was last reported. Every
- * caller holds the socket lock (tcp_probe, state changes, iter/tcp), so
- * *reported is not raced; the add is atomic because a softirq on this CPU
- * can interrupt a process-context update of the same per-CPU flow value.
+ * caller holds the socket lock (tcp_probe, state changes, and iter/tcp from
+ * 5.15 on: older iterators don't report, see tcp_sockets), so *reported is
+ * not raced; the add is atomic because the flow value is shared.
  */
 static __always_inline void claim(__u64 *reported, __u64 now, __u64 *total)
 {
@@ -237,91 +293,100 @@ static __always_inline __u32 failure_of(int err)
 	}
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int newstate)
+/* connect(): the SYN goes out. */
+static __always_inline void on_syn_sent(const struct sock *sk)
 {
-	struct sock_state *st;
-	struct tcp_sock *tp;
+	struct sock_state *st = state_of(sk, true);
+
+	if (!st)
+		return;
+	__builtin_memset(st, 0, sizeof(*st));
+	st->syn_ns = bpf_ktime_get_ns();
+	st->role = ROLE_CLIENT;
+	/* The owner of a client connection shows only in per-connection mode. */
+	if (per_connection)
+		bpf_get_current_comm(st->comm, sizeof(st->comm));
+}
+
+static __always_inline void on_listen(const struct sock *sk)
+{
+	struct sock_state *st = state_of(sk, true);
+
+	if (!st)
+		return;
+	st->role = ROLE_SERVER;
+	bpf_get_current_comm(st->comm, sizeof(st->comm));
+}
+
+/* A child of a listener; with socket storage, its state was cloned from the listener's. */
+static __always_inline void on_syn_recv(const struct sock *sk)
+{
+	struct sock_state *st = state_of(sk, true);
+
+	if (!st)
+		return;
+	st->syn_ns = st->est_ns = st->acked = st->received = 0;
+	st->retrans = 0;
+	st->role = ROLE_SERVER;
+	st->established = st->fin_sent = st->key_ok = st->resets_received = 0;
+}
+
+/* Closing handshake steps: only bookkeeping, no clock or counters needed. */
+static __always_inline void on_closing_step(struct sock_state *st, const struct sock *sk,
+					    int oldstate, int newstate)
+{
+	if (oldstate == KT_TCP_ESTABLISHED)
+		set_active(st, sk, false);
+	if (newstate == KT_TCP_FIN_WAIT1 || newstate == KT_TCP_LAST_ACK)
+		st->fin_sent = 1;
+}
+
+static __always_inline void on_established(struct sock_state *st, const struct sock *sk,
+					   struct tcp_sock *tp, int oldstate)
+{
+	__u64 now = bpf_ktime_get_ns();
+	__u32 srtt = tp->srtt_us >> 3;
+	struct flow_val *v;
+
+	if (oldstate == KT_TCP_SYN_SENT && st->syn_ns) {
+		hist_add(key_of(st, sk)->cgroup_id, HIST_CONNECT, now - st->syn_ns);
+		/* Every retransmit so far was of the SYN. (A server child's
+		 * SYN-ACK retransmits are counted by tcp_retransmit_synack.) */
+		if (tp->total_retrans) {
+			v = flow_of(key_of(st, sk));
+			if (v)
+				__sync_fetch_and_add(&v->syn_retrans, tp->total_retrans);
+		}
+	} else if (oldstate == KT_TCP_SYN_RECV && srtt) {
+		/* The kernel has just timed SYN-ACK -> ACK (tcp_synack_rtt_meas);
+		 * it takes no sample when the SYN-ACK was retransmitted (srtt 0). */
+		hist_add(key_of(st, sk)->cgroup_id, HIST_HANDSHAKE, (__u64)srtt * 1000);
+	}
+	/* Traffic counts from here: an active open's bytes_acked already
+	 * holds 1 for the SYN acked by the SYN-ACK. */
+	st->acked = tp->bytes_acked;
+	st->received = tp->bytes_received;
+	st->est_ns = now;
+	set_active(st, sk, true);
+}
+
+/*
+ * Everything the connection still owes its flow (the active gauge, the rest
+ * of its traffic, a failed connect, a received reset) goes in with one
+ * lookup. At close the counters include the FIN's sequence number when our
+ * FIN was acked (bytes_acked) or the peer's FIN arrived (bytes_received);
+ * data excludes them, so they are taken off.
+ */
+static __always_inline void on_close(struct sock_state *st, const struct sock *sk,
+				     struct tcp_sock *tp, int oldstate)
+{
 	struct flow_val *v;
 	__u64 now;
 
-	if (sk->sk_protocol != KT_IPPROTO_TCP)
-		return 0;
-
-	switch (newstate) {
-	case KT_TCP_SYN_SENT:
-		st = state_of(sk, true);
-		if (!st)
-			return 0;
-		__builtin_memset(st, 0, sizeof(*st));
-		st->syn_ns = bpf_ktime_get_ns();
-		st->role = ROLE_CLIENT;
-		/* The owner of a client connection shows only in per-connection mode. */
-		if (per_connection)
-			bpf_get_current_comm(st->comm, sizeof(st->comm));
-		return 0;
-	case KT_TCP_LISTEN:
-		st = state_of(sk, true);
-		if (st) {
-			st->role = ROLE_SERVER;
-			bpf_get_current_comm(st->comm, sizeof(st->comm));
-		}
-		return 0;
-	case KT_TCP_SYN_RECV:
-		/* A child of a listener; its storage was cloned from the listener's. */
-		st = state_of(sk, true);
-		if (!st)
-			return 0;
-		st->syn_ns = st->est_ns = st->acked = st->received = 0;
-		st->retrans = 0;
-		st->role = ROLE_SERVER;
-		st->established = st->fin_sent = st->key_ok = 0;
-		return 0;
-	}
-
-	st = state_of(sk, false);
-	if (!st)
-		return 0; /* a socket from before kerntap that never sent or received since */
-
-	/* Closing handshake steps: only bookkeeping, no clock or counters needed. */
-	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE) {
-		if (oldstate == KT_TCP_ESTABLISHED)
-			set_active(st, sk, false);
-		if (newstate == KT_TCP_FIN_WAIT1 || newstate == KT_TCP_LAST_ACK)
-			st->fin_sent = 1;
-		return 0;
-	}
-
-	tp = bpf_skc_to_tcp_sock((void *)sk);
-	if (!tp)
-		return 0;
-	now = bpf_ktime_get_ns();
-
-	if (newstate == KT_TCP_ESTABLISHED) {
-		if (oldstate == KT_TCP_SYN_SENT && st->syn_ns)
-			hist_add(key_of(st, sk)->cgroup_id, HIST_CONNECT, now - st->syn_ns);
-		else if (oldstate == KT_TCP_SYN_RECV)
-			/* The kernel has just timed SYN-ACK -> ACK (tcp_synack_rtt_meas). */
-			hist_add(key_of(st, sk)->cgroup_id, HIST_HANDSHAKE,
-				 (__u64)(tp->srtt_us >> 3) * 1000);
-		/* Traffic counts from here: an active open's bytes_acked already
-		 * holds 1 for the SYN acked by the SYN-ACK. */
-		st->acked = tp->bytes_acked;
-		st->received = tp->bytes_received;
-		st->est_ns = now;
-		set_active(st, sk, true);
-		return 0;
-	}
-
-	/*
-	 * newstate == TCP_CLOSE: everything the connection still owes its flow
-	 * (the active gauge, the rest of its traffic, a failed connect, a
-	 * received reset) goes in with one lookup. At close the counters
-	 * include the FIN's sequence number when our FIN was acked
-	 * (bytes_acked) or the peer's FIN arrived (bytes_received); data
-	 * excludes them, so they are taken off.
-	 */
+	if (oldstate == KT_TCP_LISTEN)
+		return; /* a listener owes no flow anything */
 	v = flow_of(key_of(st, sk));
+	now = bpf_ktime_get_ns();
 	if (v) {
 		__u64 acked = tp->bytes_acked;
 		__u64 received = tp->bytes_received;
@@ -330,11 +395,14 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 			acked--;
 		if (received > 0 && (sk->__sk_common.skc_flags & (1UL << KT_SOCK_DONE)))
 			received--;
+		if (oldstate == KT_TCP_SYN_SENT) {
+			__sync_fetch_and_add(&v->failed[failure_of(sk->sk_err) % FAIL_KINDS], 1);
+			if (tp->total_retrans)
+				__sync_fetch_and_add(&v->syn_retrans, tp->total_retrans);
+		}
 		add_traffic(st, v, acked, received, tp->total_retrans);
 		if (st->established)
 			__sync_fetch_and_add(&v->active, (__u64)-1);
-		if (oldstate == KT_TCP_SYN_SENT)
-			__sync_fetch_and_add(&v->failed[failure_of(sk->sk_err) % FAIL_KINDS], 1);
 		if (st->resets_received)
 			__sync_fetch_and_add(&v->resets_received, st->resets_received);
 	}
@@ -344,6 +412,45 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 			 st->role == ROLE_CLIENT ? HIST_LIFETIME_CLIENT : HIST_LIFETIME_SERVER, now - st->est_ns);
 	/* The socket may be reused (connect after close): start over. */
 	st->syn_ns = st->est_ns = 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int newstate)
+{
+	struct sock_state *st;
+	struct tcp_sock *tp;
+
+	if (sk->sk_protocol != KT_IPPROTO_TCP)
+		return 0;
+
+	switch (newstate) {
+	case KT_TCP_SYN_SENT:
+		on_syn_sent(sk);
+		return 0;
+	case KT_TCP_LISTEN:
+		on_listen(sk);
+		return 0;
+	case KT_TCP_SYN_RECV:
+		on_syn_recv(sk);
+		return 0;
+	}
+
+	st = state_of(sk, false);
+	if (!st)
+		return 0; /* a socket from before kerntap that never sent or received since */
+	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE) {
+		on_closing_step(st, sk, oldstate, newstate);
+		return 0;
+	}
+	tp = bpf_skc_to_tcp_sock((void *)sk);
+	if (!tp)
+		return 0;
+	if (newstate == KT_TCP_ESTABLISHED) {
+		on_established(st, sk, tp, oldstate);
+		return 0;
+	}
+	on_close(st, sk, tp, oldstate);
+	state_free(sk);
 	return 0;
 }
 
@@ -380,8 +487,9 @@ static __always_inline void count_reset(const struct sock *sk, bool sent)
 	struct sock_state *st;
 	struct flow_val *v;
 
-	if (!sk) {
-		/* A reset for a segment that matched no socket. */
+	/* No socket, or a request or time-wait socket (smaller structs with no
+	 * owner cgroup): counted under cgroup "~none". */
+	if (!sk || !bpf_skc_to_tcp_sock((void *)sk)) {
 		__builtin_memset(&k, 0, sizeof(k));
 		v = flow_of(&k);
 	} else {
@@ -419,6 +527,20 @@ int BPF_PROG(tcp_receive_reset, struct sock *sk)
 	return 0;
 }
 
+/* A listener retransmits a SYN-ACK for a connection not yet accepted (cold path). */
+SEC("tp_btf/tcp_retransmit_synack")
+int BPF_PROG(tcp_retransmit_synack, const struct sock *sk, const struct request_sock *req)
+{
+	struct flow_key k;
+	struct flow_val *v;
+
+	flow_key_fill(&k, sk, &req->__req_common, ROLE_SERVER);
+	v = flow_of(&k);
+	if (v)
+		__sync_fetch_and_add(&v->syn_retrans, 1);
+	return 0;
+}
+
 /* One record per listening socket (and per connection in per-connection mode). */
 struct socket_record {
 	__u64 cgroup_id;
@@ -450,11 +572,13 @@ int tcp_sockets(struct bpf_iter__tcp *ctx)
 	if (!tp)
 		return 0; /* request and time-wait sockets */
 	state = skc->skc_state;
-	st = bpf_sk_storage_get(&sock_states, (struct sock *)tp, 0, 0);
+	st = state_of((struct sock *)tp, false);
 	/* tcp_probe fires before the segment is processed, so the last segment
-	 * of a connection that went quiet is not counted yet: count it now. The
-	 * iterator holds the socket lock, as tcp_probe and state changes do. */
-	if (st && st->role && state == KT_TCP_ESTABLISHED)
+	 * of a connection that went quiet is not counted yet: count it now.
+	 * From 5.15 on the iterator holds the socket lock, as tcp_probe and
+	 * state changes do; before, it would race them, so it leaves the
+	 * counting to them (exact at the next segment or at close). */
+	if (st && st->role && state == KT_TCP_ESTABLISHED && bpf_core_type_exists(struct bpf_tcp_iter_state))
 		report_traffic(st, (struct sock *)tp, tp);
 	if (state != KT_TCP_LISTEN && !(per_connection && state == KT_TCP_ESTABLISHED))
 		return 0;

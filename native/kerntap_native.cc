@@ -25,6 +25,7 @@
 #include <cctype>
 #include <cerrno>
 #include <cstdarg>
+#include <cinttypes>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -282,6 +283,21 @@ int ReadWholeMap(int fd, size_t key_size, size_t value_size, bool percpu, int nc
   }
 }
 
+// The kernel's own figure for a map's memory ("memlock:" in fdinfo): what
+// the map uses on 6.4+, an estimate from its size before. 0 if absent.
+uint64_t FdinfoMemlock(int fd) {
+  std::string path = "/proc/self/fdinfo/" + std::to_string(fd);
+  FILE* f = fopen(path.c_str(), "re");
+  if (!f) return 0;
+  char line[256];
+  uint64_t v = 0;
+  while (fgets(line, sizeof line, f)) {
+    if (sscanf(line, "memlock: %" SCNu64, &v) == 1) break;
+  }
+  fclose(f);
+  return v;
+}
+
 // ---------------------------------------------------------------------------
 
 class BpfObject : public Napi::ObjectWrap<BpfObject> {
@@ -310,6 +326,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value RunIter(const Napi::CallbackInfo& info);
   Napi::Value UpdateElem(const Napi::CallbackInfo& info);
   Napi::Value DeleteKeys(const Napi::CallbackInfo& info);
+  Napi::Value TakeElems(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
 
   void ApplyOptions(Napi::Env env, const Napi::Object& opts);
@@ -393,6 +410,23 @@ void BpfObject::ApplyOptions(Napi::Env env, const Napi::Object& opts) {
       }
       int rc = bpf_map__set_max_entries(map, static_cast<uint32_t>(d));
       if (rc != 0) throw ErrnoError(env, -rc, what_ + ": cannot set max_entries of map " + name + ": " + ErrText(-rc));
+    }
+  }
+  v = opts.Get("mapFlags");
+  if (!v.IsUndefined()) {
+    if (!v.IsObject()) throw Napi::TypeError::New(env, "mapFlags must be an object");
+    Napi::Object m = v.As<Napi::Object>();
+    Napi::Array names = m.GetPropertyNames();
+    for (uint32_t i = 0; i < names.Length(); i++) {
+      std::string name = names.Get(i).ToString();
+      struct bpf_map* map = FindMap(env, name);
+      Napi::Value n = m.Get(name);
+      double d = n.IsNumber() ? n.As<Napi::Number>().DoubleValue() : -1;
+      if (d < 0 || d > UINT32_MAX || d != static_cast<double>(static_cast<uint32_t>(d))) {
+        throw Napi::TypeError::New(env, "mapFlags." + name + " must be a non-negative integer");
+      }
+      int rc = bpf_map__set_map_flags(map, static_cast<uint32_t>(d));
+      if (rc != 0) throw ErrnoError(env, -rc, what_ + ": cannot set flags of map " + name + ": " + ErrText(-rc));
     }
   }
   v = opts.Get("skipPrograms");
@@ -614,6 +648,8 @@ Napi::Value BpfObject::Maps(const Napi::CallbackInfo& info) {
     o.Set("keySize", Napi::Number::New(env, minfo.key_size));
     o.Set("valueSize", Napi::Number::New(env, minfo.value_size));
     o.Set("maxEntries", Napi::Number::New(env, minfo.max_entries));
+    o.Set("flags", Napi::Number::New(env, minfo.map_flags));
+    o.Set("memlock", Napi::Number::New(env, static_cast<double>(FdinfoMemlock(fd))));
     out.Set(i++, o);
   }
   return out;
@@ -796,11 +832,66 @@ Napi::Value BpfObject::UpdateElem(const Napi::CallbackInfo& info) {
     for (int c = 0; c < ncpu_; c++) memcpy(buf.data() + c * stride, value.first, vsz);
     v = buf.data();
   }
-  if (bpf_map_update_elem(bpf_map__fd(map), key.first, v, BPF_ANY) != 0) {
+  // updateElem(map, key, value, true): only if the key is absent; false if it is there.
+  bool only_new = info.Length() > 3 && info[3].ToBoolean().Value();
+  if (bpf_map_update_elem(bpf_map__fd(map), key.first, v, only_new ? BPF_NOEXIST : BPF_ANY) != 0) {
     int err = errno;
+    if (only_new && err == EEXIST) return Napi::Boolean::New(env, false);
     throw ErrnoError(env, err, "updating map " + name + ": " + ErrText(err));
   }
-  return env.Undefined();
+  return Napi::Boolean::New(env, true);
+}
+
+// Removes the given keys and returns the values they had when removed
+// (per-CPU copies summed per u64 word), atomically per key where the kernel
+// can (lookup-and-delete on hashes, 5.14+), else by a lookup then a delete.
+Napi::Value BpfObject::TakeElems(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  CheckOpen(env);
+  std::string name = StringArg(info, 0, "takeElems: map name");
+  struct bpf_map* map = FindMap(env, name);
+  if (info.Length() < 2) throw Napi::TypeError::New(env, "takeElems(mapName, keys)");
+  auto keys = Bytes(env, info[1], "keys");
+  const size_t ksz = bpf_map__key_size(map), vsz = bpf_map__value_size(map);
+  if (ksz == 0 || keys.second % ksz != 0 || vsz % 8 != 0) {
+    throw MakeError(env, "EINVAL", "taking from map " + name + ": keys must be a multiple of " + std::to_string(ksz) +
+                                       " bytes and values of 8", EINVAL);
+  }
+  const bool percpu = IsPerCpu(bpf_map__type(map));
+  const size_t copies = percpu ? static_cast<size_t>(ncpu_) : 1, words = vsz / 8;
+  const size_t n = keys.second / ksz;
+  const int fd = bpf_map__fd(map);
+  std::vector<uint64_t> buf(words * copies);
+  Napi::Uint8Array found = Napi::Uint8Array::New(env, n);
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, n * words * 8);
+  uint64_t* out = static_cast<uint64_t*>(ab.Data());
+  memset(out, 0, n * words * 8);
+  bool atomic = !percpu;  // no lookup-and-delete for per-CPU hashes before 6.x
+  for (size_t i = 0; i < n; i++) {
+    const uint8_t* key = keys.first + i * ksz;
+    int rc = -1, err = 0;
+    if (atomic) {
+      rc = bpf_map_lookup_and_delete_elem(fd, key, buf.data());
+      err = rc ? errno : 0;
+      if (rc && (err == EINVAL || err == ENOTSUP || err == kENOTSUPP)) atomic = false;
+    }
+    if (!atomic) {
+      rc = bpf_map_lookup_elem(fd, key, buf.data());
+      err = rc ? errno : 0;
+      if (rc == 0 && bpf_map_delete_elem(fd, key) != 0 && errno != ENOENT) err = errno, rc = -1;
+    }
+    if (rc != 0) {
+      if (err == ENOENT) continue;
+      throw ErrnoError(env, err, "taking from map " + name + ": " + ErrText(err));
+    }
+    found[i] = 1;
+    for (size_t c = 0; c < copies; c++)
+      for (size_t w = 0; w < words; w++) out[i * words + w] += buf[c * words + w];
+  }
+  Napi::Object result = Napi::Object::New(env);
+  result.Set("found", found);
+  result.Set("values", Napi::BigUint64Array::New(env, n * words, ab, 0));
+  return result;
 }
 
 Napi::Value BpfObject::DeleteKeys(const Napi::CallbackInfo& info) {
@@ -873,6 +964,7 @@ Napi::Function BpfObject::Init(Napi::Env env) {
                          InstanceMethod("runIter", &BpfObject::RunIter),
                          InstanceMethod("updateElem", &BpfObject::UpdateElem),
                          InstanceMethod("deleteKeys", &BpfObject::DeleteKeys),
+                         InstanceMethod("takeElems", &BpfObject::TakeElems),
                          InstanceMethod("close", &BpfObject::Close),
                      });
 }

@@ -21,6 +21,7 @@ import {
   formatProbeTable,
   privilegeProblem,
   probeCollector,
+  explainLoadFailure,
   type CollectorProbe,
 } from './probe.js';
 import { buildServer, parseListenAddress } from './server.js';
@@ -55,6 +56,59 @@ export function probeAll(config: Config): ProbeResult {
   return { native, globalProblem, rows };
 }
 
+/**
+ * Loads and attaches every collector the probe left on; one that fails is
+ * turned off with the reason (the helper, hook or field the kernel lacks,
+ * from the verifier and libbpf), and the others go on.
+ */
+async function startCollectors(probe: ProbeResult, ctx: CollectorContext, config: Config): Promise<RunningCollector[]> {
+  const running: RunningCollector[] = [];
+  for (const def of collectorDefinitions) {
+    const row = probe.rows.find((r) => r.collector === def.name)!;
+    if (!row.enabled) continue;
+    try {
+      const instance = await def.start(ctx, (config.collectors as Record<string, never>)[def.name]);
+      row.notes = [...(instance.notes ?? [])];
+      running.push({ name: def.name, instance });
+    } catch (err) {
+      row.enabled = false;
+      row.reason = explainLoadFailure(err);
+    }
+  }
+  return running;
+}
+
+function collectorContext(native: NativeBinding, config: Config, log: Logger): { ctx: CollectorContext; cgroups: CgroupResolver } {
+  let cgroupRoot: string;
+  try {
+    cgroupRoot = detectCgroup2Root(config.cgroup.root);
+  } catch (err) {
+    throw new StartupError((err as Error).message);
+  }
+  const cgroups = new CgroupResolver({ root: cgroupRoot, ttlMs: config.cgroup.ttl });
+  const ctx: CollectorContext = {
+    native,
+    cgroups,
+    log,
+    objectPath: (name) => path.join(objectDir(), `${name}.bpf.o`),
+    pollIntervalMs: config.poll.interval,
+  };
+  return { ctx, cgroups };
+}
+
+/**
+ * --check: the probe, then a real trial of every collector it left on
+ * (load, verify, attach, detach), so that what the kernel's verifier
+ * refuses shows here and not only at start.
+ */
+export async function checkAll(config: Config, log: Logger): Promise<ProbeResult> {
+  const probe = probeAll(config);
+  if (probe.globalProblem || !probe.native) return probe;
+  const { ctx } = collectorContext(probe.native, config, log);
+  for (const c of await startCollectors(probe, ctx, config)) c.instance.close();
+  return probe;
+}
+
 export function objectDir(): string {
   return process.env.KERNTAP_BPF_DIR ?? path.join(packageRoot(), 'bpf', 'out');
 }
@@ -84,41 +138,16 @@ export class Kerntap {
     if (probe.globalProblem || !probe.native) throw new StartupError(probe.globalProblem ?? 'native addon unavailable');
     const native = probe.native;
 
-    let cgroupRoot: string;
-    try {
-      cgroupRoot = detectCgroup2Root(config.cgroup.root);
-    } catch (err) {
-      throw new StartupError((err as Error).message);
-    }
-    const cgroups = new CgroupResolver({ root: cgroupRoot, ttlMs: config.cgroup.ttl });
+    const { ctx, cgroups } = collectorContext(native, config, log);
     cgroups.walk();
-    const ctx: CollectorContext = {
-      native,
-      cgroups,
-      log,
-      objectPath: (name) => path.join(objectDir(), `${name}.bpf.o`),
-      pollIntervalMs: config.poll.interval,
-    };
-
-    const running: RunningCollector[] = [];
-    for (const def of collectorDefinitions) {
-      const row = probe.rows.find((r) => r.collector === def.name)!;
-      if (!row.enabled) continue;
-      try {
-        const instance = await def.start(ctx, (config.collectors as Record<string, never>)[def.name]);
-        running.push({ name: def.name, instance });
-      } catch (err) {
-        row.enabled = false;
-        row.reason = `failed to load: ${(err as Error).message.split('\n')[0]}`;
-      }
-    }
+    const running = await startCollectors(probe, ctx, config);
     // Probing and loading are done: their parsed kernel BTF need not stay resident.
     native.releaseKernelBtf();
     native.trimMemory();
     const app = new Kerntap(config, log, probe.rows, native, running);
     try {
       for (const row of probe.rows) {
-        if (row.enabled) log.info({ collector: row.collector }, 'collector on');
+        if (row.enabled) log.info({ collector: row.collector, ...(row.notes?.length ? { notes: row.notes } : {}) }, 'collector on');
         else log.warn({ collector: row.collector, reason: row.reason }, 'collector off');
       }
       process.stderr.write(`${formatProbeTable(probe.rows)}\n`);

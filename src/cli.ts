@@ -5,7 +5,7 @@
  */
 import { Command, InvalidArgumentError, Option } from 'commander';
 import closeWithGrace from 'close-with-grace';
-import { Kerntap, probeAll, StartupError } from './app.js';
+import { checkAll, Kerntap, StartupError } from './app.js';
 import { ConfigError, DEFAULT_LISTEN_ADDRESS, DEFAULT_TELEMETRY_PATH, loadConfigFile, type Config } from './config.js';
 import { parseDuration } from './duration.js';
 import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
@@ -98,7 +98,7 @@ export async function main(argv: string[]): Promise<void> {
   }
 
   if (flags.check) {
-    const probe = probeAll(config);
+    const probe = await checkAll(config, createLogger(flags.logLevel));
     process.stdout.write(`${formatProbeTable(probe.rows)}\n`);
     const enabled = probe.rows.filter((r) => !r.reason.startsWith('disabled in config'));
     process.exit(enabled.length > 0 && enabled.every((r) => r.enabled) ? 0 : 1);

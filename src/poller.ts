@@ -171,7 +171,7 @@ export class Poller extends EventEmitter {
           }
           for (const m of obj.maps()) {
             if (m.name === 'kt_drops') continue;
-            maps.push({ collector: name, map: m.name, entries: pc.mapEntries.get(m.name), capacity: m.maxEntries });
+            maps.push({ collector: name, map: m.name, entries: pc.mapEntries.get(m.name), capacity: m.maxEntries, memoryBytes: m.memlock });
           }
         } catch {
           // object closed during shutdown

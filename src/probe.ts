@@ -4,7 +4,7 @@
  * reason; the others run.
  */
 import { existsSync, readFileSync } from 'node:fs';
-import type { NativeBinding } from './bpf/native.js';
+import type { NativeBinding, NativeError } from './bpf/native.js';
 import type { CollectorDefinition, Hook } from './collectors/types.js';
 
 export const CAP = { SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
@@ -53,6 +53,25 @@ export interface CollectorProbe {
   /** Why it is off ('' when on). */
   reason: string;
   hooks: { hook: string; present: boolean }[];
+  /** How it runs on this kernel where that differs from the usual (fallbacks). */
+  notes?: string[];
+}
+
+/**
+ * One line on why a collector's programs did not load, naming what the
+ * kernel lacks where the verifier or libbpf says: a helper (e.g. socket
+ * storage for tracing programs before 5.11), a hook, or a field or type
+ * that CO-RE could not find.
+ */
+export function explainLoadFailure(err: unknown): string {
+  const e = err as NativeError;
+  const log = e.verifierLog ?? '';
+  const program = e.program ? ` (program ${e.program})` : '';
+  const helper = /unknown func (\w+)#\d+/.exec(log)?.[1];
+  if (helper) return `kernel lacks helper ${helper} for this program type${program}`;
+  const relo = /failed to resolve CO-RE relocation.*|<invalid CO-RE relocation>.*/.exec(log)?.[0];
+  if (relo) return `kernel lacks a field or type the program reads${program}: ${relo}`;
+  return `failed to load: ${e.message.split('\n')[0]}`;
 }
 
 /** Probes one collector: config, privileges, BTF, hooks. Loading may still fail later. */
@@ -95,6 +114,7 @@ export function formatProbeTable(rows: CollectorProbe[]): string {
     const hooks = r.hooks.map((h) => `${h.hook}${h.present ? '' : ' (missing)'}`).join(', ');
     lines.push(`${r.collector.padEnd(w)}  ${(r.enabled ? 'on' : 'off').padEnd(5)}  ${hooks}`);
     if (!r.enabled) lines.push(`${''.padEnd(w)}         reason: ${r.reason}`);
+    for (const note of r.enabled ? r.notes ?? [] : []) lines.push(`${''.padEnd(w)}         note: ${note}`);
   }
   return lines.join('\n');
 }

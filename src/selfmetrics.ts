@@ -34,6 +34,11 @@ export const selfMetrics = {
     help: 'Maximum entries of each BPF map.',
     labels: ['collector', 'map'],
   }),
+  mapMemory: defineMetric({
+    name: 'kerntap.bpf.map.memory', kind: 'gauge', unit: 'By',
+    help: 'Kernel memory of each BPF map, as the kernel reports it (fdinfo memlock: what the map uses on Linux 6.4+, an estimate from its capacity before).',
+    labels: ['collector', 'map'],
+  }),
   mapOverflow: defineMetric({
     name: 'kerntap.map.overflow', kind: 'counter', unit: '{event}',
     help: 'Events that found their BPF map full and were added to the map\'s overflow entry instead.',
@@ -85,7 +90,7 @@ export interface SelfState {
   collectors: { name: string; enabled: boolean }[];
   programs: { collector: string; program: string; runTimeNs: bigint; runCount: bigint }[];
   statsEnabled: boolean;
-  maps: { collector: string; map: string; entries: number | undefined; capacity: number }[];
+  maps: { collector: string; map: string; entries: number | undefined; capacity: number; memoryBytes: number }[];
   overflow: { collector: string; map: string; count: number }[];
   pollDurationS: number;
   pollErrors: Map<string, number>;
@@ -109,6 +114,7 @@ export function selfFamilies(s: SelfState): RawFamily[] {
     numberFamily(selfMetrics.collectorEnabled, s.collectors.map((c) => p([c.name], c.enabled ? 1 : 0))),
     numberFamily(selfMetrics.mapEntries, s.maps.filter((m) => m.entries !== undefined).map((m) => p([m.collector, m.map], m.entries!))),
     numberFamily(selfMetrics.mapCapacity, s.maps.map((m) => p([m.collector, m.map], m.capacity))),
+    numberFamily(selfMetrics.mapMemory, s.maps.map((m) => p([m.collector, m.map], m.memoryBytes))),
     numberFamily(selfMetrics.mapOverflow, s.overflow.map((o) => p([o.collector, o.map], o.count))),
     numberFamily(selfMetrics.pollDuration, [p([], s.pollDurationS)]),
     numberFamily(selfMetrics.pollErrors, s.collectors.map((c) => p([c.name], s.pollErrors.get(c.name) ?? 0))),

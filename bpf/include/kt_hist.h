@@ -65,10 +65,11 @@ static __always_inline void kt_hist_add_ns(struct kt_hist *h, __u64 ns)
 {
 	__u32 k = kt_slot_ns(ns);
 
-	/* The bound check keeps the verifier sure of the index. */
+	/* The bound check keeps the verifier sure of the index. Atomic: the
+	 * value is shared by all CPUs (see kt_maps.h). */
 	if (k < KT_HIST_SLOTS)
-		h->slots[k]++;
-	h->sum_ns += ns;
+		__sync_fetch_and_add(&h->slots[k], 1);
+	__sync_fetch_and_add(&h->sum_ns, ns);
 }
 
 #endif /* __KT_HIST_H__ */

@@ -2,8 +2,14 @@
 /*
  * Map helpers shared by every collector.
  *
- * Aggregation maps are per-CPU hashes: each CPU adds to its own copy of a
- * value, so no atomics or locks are needed, and userspace sums the copies.
+ * Aggregation maps are shared hashes (one value for all CPUs) updated with
+ * atomic adds. A per-CPU hash would need no atomics, but the kernel gives
+ * each of its entries a copy per *possible* CPU: on a 192-CPU node that is
+ * 192x the memory for values that a few CPUs ever touch. Atomics are also
+ * what keeps a value exact when a softirq interrupts a process-context
+ * update of it on the same CPU. Maps are allocated as entries are used
+ * (BPF_F_NO_PREALLOC) wherever the attach point may allocate; see each map.
+ *
  * Every map is bounded; when one is full the event is added to the map's
  * reserved overflow key (created by userspace before attach) and counted in
  * kt_drops, so totals stay exact and the loss of detail is visible.
@@ -33,11 +39,11 @@ static __always_inline void kt_count_drop(__u32 slot)
 	__u64 *n = bpf_map_lookup_elem(&kt_drops, &slot);
 
 	if (n)
-		(*n)++;
+		__sync_fetch_and_add(n, 1);
 }
 
 /*
- * Returns this CPU's value for key, inserting `zero` first if needed.
+ * Returns the value for key, inserting `zero` first if needed.
  * Two CPUs may insert the same new key at once: the loser gets -EEXIST,
  * and the lookup that follows finds the winner's entry, so no update is
  * lost. When the map is full, the value of `overflow_key` is returned

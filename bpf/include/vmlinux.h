@@ -145,6 +145,16 @@ struct sk_buff {
 	unsigned int len;
 };
 
+/* A connection in SYN_RECV before it has a full socket. */
+struct request_sock {
+	struct sock_common __req_common;
+};
+
+/* Only looked up by name: it exists where iter/tcp takes the socket lock (5.15+). */
+struct bpf_tcp_iter_state {
+	unsigned int cur_sk;
+};
+
 struct seq_file;
 
 struct bpf_iter_meta {

@@ -15,6 +15,8 @@ export interface OpenOptions {
   rodata?: Record<string, Buffer>;
   /** Overrides of max_entries, by map name, applied before load. */
   maxEntries?: Record<string, number>;
+  /** Overrides of map_flags (e.g. BPF_F_NO_PREALLOC), by map name, applied before load. */
+  mapFlags?: Record<string, number>;
   /** Programs not to load (autoload off), by program (function) name. */
   skipPrograms?: string[];
   /** Keep the verifier log tail (bytes) for error messages. Default 16 KiB. */
@@ -39,6 +41,10 @@ export interface MapInfo {
   keySize: number;
   valueSize: number;
   maxEntries: number;
+  /** map_flags as created. */
+  flags: number;
+  /** Kernel memory of the map in bytes (fdinfo memlock): usage on 6.4+, a capacity estimate before; 0 if unknown. */
+  memlock: number;
 }
 
 export interface MapBatch {
@@ -60,8 +66,17 @@ export interface BpfObjectHandle {
   readMap(mapName: string): Promise<MapBatch>;
   /** Runs an iterator program (e.g. iter/tcp) off the event loop and returns everything it wrote. */
   runIter(programName: string): Promise<Buffer>;
-  /** Writes one element (for per-CPU maps the same value goes to every CPU). */
-  updateElem(mapName: string, key: Buffer, value: Buffer): void;
+  /**
+   * Writes one element (for per-CPU maps the same value goes to every CPU).
+   * With onlyIfAbsent, writes only a new key and returns false if it exists.
+   */
+  updateElem(mapName: string, key: Buffer, value: Buffer, onlyIfAbsent?: boolean): boolean;
+  /**
+   * Removes the keys and returns their values at removal (per-CPU copies
+   * summed per u64 word; found[i] = 0 for a key that was absent). Atomic per
+   * key where the kernel has lookup-and-delete for the map (hashes, 5.14+).
+   */
+  takeElems(mapName: string, keys: Buffer): { found: Uint8Array; values: BigUint64Array };
   /** Deletes the given keys (count keys of the map's key size, back to back). Returns how many were deleted. */
   deleteKeys(mapName: string, keys: Buffer): number;
   /** Detaches all links and closes the object. Idempotent. */

@@ -18,6 +18,7 @@ import type { CollectorContext, CollectorDefinition, CollectorInstance } from '.
 import { expireCgroupEntries, u64Key } from './common.js';
 
 const OVERFLOW_KEY = 0xffff_ffff_ffff_ffffn;
+const BPF_F_NO_PREALLOC = 1;
 const RUNNING_WORDS = 2; // struct running_slice { pid, exec_ns }
 
 export const cgroupCpuTime = defineMetric({
@@ -122,8 +123,13 @@ export const cgroupCpu: CollectorDefinition<CgroupCpuConfig> = {
   configSchema,
   async start(ctx, config) {
     const ncpu = ctx.native.numPossibleCpus();
+    // cpu_ns is allocated as used only where the BPF memory allocator (6.1+)
+    // makes that safe under the run-queue lock; before, it is preallocated,
+    // which costs max_cgroups x ~64 bytes whatever the CPU count.
+    const allocAsUsed = ctx.native.btfHasType('bpf_mem_alloc', 'struct');
     const obj = new ctx.native.BpfObject(ctx.objectPath('cgroup_cpu'), {
       maxEntries: { running: ncpu, cpu_ns: config.max_cgroups + 1 },
+      mapFlags: { cpu_ns: allocAsUsed ? BPF_F_NO_PREALLOC : 0 },
     });
     try {
       // The overflow key must exist before the map can fill up.

@@ -1,6 +1,16 @@
 /** Small helpers shared by collectors: keys, overflow counters, cgroup expiry. */
-import type { BpfObjectHandle, MapBatch } from '../bpf/native.js';
+import type { BpfObjectHandle, MapBatch, NativeError } from '../bpf/native.js';
 import type { CgroupResolver } from '../cgroup/resolver.js';
+
+/** The helper a verifier refused as unknown ("unknown func bpf_x#N"), from a load error. */
+export function missingHelper(err: unknown): string | undefined {
+  const log = (err as NativeError | undefined)?.verifierLog ?? '';
+  return /unknown func (\w+)#\d+/.exec(log)?.[1];
+}
+
+export function lacksHelper(err: unknown, helper: string): boolean {
+  return (err as NativeError | undefined)?.code === 'EVERIFIER' && missingHelper(err) === helper;
+}
 
 export function u64Key(v: bigint): Buffer {
   const b = Buffer.alloc(8);

@@ -15,11 +15,12 @@ import { decodeCString } from '../labels.js';
 import { decodeHistogram, HIST_WORDS } from '../model/histogram.js';
 import { defineMetric } from '../model/metric.js';
 import { histogramFamily, numberFamily, type RawFamily, type RawHistogramPoint, type RawNumberPoint } from '../model/snapshot.js';
-import { expireCgroupEntries } from './common.js';
+import { expireCgroupEntries, lacksHelper } from './common.js';
 import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
 
 const CGROUP_LABEL = ['cgroup'] as const;
-const FLOW_LABELS = ['cgroup', 'role', 'peer', 'peer_port'] as const;
+/** server_port: the peer's port for a client, the local (listening) port for a server. */
+const FLOW_LABELS = ['cgroup', 'role', 'peer', 'server.port'] as const;
 
 export const tcpMetrics = {
   rtt: defineMetric({
@@ -39,7 +40,7 @@ export const tcpMetrics = {
     help: 'Lifetime of closed TCP connections, from established to close.',
   }),
   failed: defineMetric({
-    name: 'kerntap.tcp.connects.failed', kind: 'counter', unit: '{connect}', labels: ['cgroup', 'peer', 'peer_port', 'reason'],
+    name: 'kerntap.tcp.connects.failed', kind: 'counter', unit: '{connect}', labels: ['cgroup', 'peer', 'server.port', 'reason'],
     help: 'Connects that never got established, by reason: refused, timeout, reset, unreachable, other.',
   }),
   sent: defineMetric({
@@ -53,6 +54,10 @@ export const tcpMetrics = {
   retransmits: defineMetric({
     name: 'kerntap.tcp.retransmits', kind: 'counter', unit: '{segment}', labels: FLOW_LABELS,
     help: 'Segments retransmitted (tcp_sock.total_retrans, counted as the RetransSegs MIB counts them).',
+  }),
+  synRetransmits: defineMetric({
+    name: 'kerntap.tcp.syn.retransmits', kind: 'counter', unit: '{segment}', labels: FLOW_LABELS,
+    help: 'SYN and SYN-ACK segments retransmitted, as the TCPSynRetrans MIB counts them: handshakes that needed more than one try.',
   }),
   resets: defineMetric({
     name: 'kerntap.tcp.resets', kind: 'counter', unit: '{reset}', labels: ['cgroup', 'direction'],
@@ -83,7 +88,9 @@ const OVERFLOW_ID = 0xffff_ffff_ffff_ffffn;
 const OVERFLOW = '~overflow';
 const TCP_LISTEN = 10;
 const FLOW_KEY_SIZE = 32;
-const FLOW_WORDS = 6 + FAILURES.length;
+/** struct flow_val: sent, received, retrans, active, resets_sent, resets_received, syn_retrans, failed[]. */
+const FLOW_WORDS = 7 + FAILURES.length;
+const FLOW_FAILED = 7;
 const RECORD_SIZE = 80;
 
 const portRange = z
@@ -94,10 +101,15 @@ const portRange = z
 
 const configSchema = z.strictObject({
   enabled: z.boolean().default(true),
-  /** Peer ports in this range are folded into peer_port="ephemeral". */
+  /** Service ports in this range are folded into server_port="ephemeral" (a client's peer port, a server's local port). */
   ephemeral_ports: portRange.default([32768, 60999]),
   /** Capacity of the cgroup × role × peer map; more flows are summed under cgroup="~overflow". */
   max_flows: z.number().int().min(16).max(1_048_576).default(16_384),
+  /**
+   * Capacity of the per-socket state table on kernels whose tracing
+   * programs have no socket storage (before 5.11); unused elsewhere.
+   */
+  max_sockets: z.number().int().min(16).max(4_194_304).default(65_536),
   /** Capacity of the per-cgroup histogram map (5 histograms per cgroup). */
   max_histograms: z.number().int().min(16).max(1_048_576).default(8_192),
   /** Flows with no connection open and no new traffic for this long are dropped (their series end). */
@@ -134,20 +146,34 @@ interface FlowSeen {
   changedMs: number;
 }
 
+/** Where per-socket state lives: socket storage (5.11+), or a table keyed by socket before. */
+export type SocketStateStore = 'socket storage' | 'socket table';
+
 class TcpCollector implements CollectorInstance {
   readonly objects: BpfObjectHandle[];
-  readonly dropSlots = [
-    { slot: 0, map: 'flows' },
-    { slot: 1, map: 'hists' },
-  ];
+  readonly dropSlots;
+  readonly notes;
   private readonly flowSeen = new Map<string, FlowSeen>();
+  /**
+   * Values of flows that were expired while an event raced the expiry and
+   * the kernel had already re-created the key: added to that key's values
+   * until it expires again (rare; see expireIdle).
+   */
+  private readonly carried = new Map<string, BigUint64Array>();
 
   constructor(
     private readonly obj: BpfObjectHandle,
     private readonly ctx: CollectorContext,
     private readonly config: TcpConfig,
+    store: SocketStateStore,
   ) {
     this.objects = [obj];
+    this.dropSlots = [
+      { slot: 0, map: 'flows' },
+      { slot: 1, map: 'hists' },
+      { slot: 2, map: store === 'socket storage' ? 'sock_states' : 'sock_table' },
+    ];
+    this.notes = store === 'socket storage' ? [] : ['socket state in a table (no socket storage for tracing programs before Linux 5.11)'];
   }
 
   private cgroupLabel(id: bigint): string {
@@ -174,13 +200,16 @@ class TcpCollector implements CollectorInstance {
     const retrans: RawNumberPoint[] = [];
     const active: RawNumberPoint[] = [];
     const failed: RawNumberPoint[] = [];
+    const synRetrans: RawNumberPoint[] = [];
     const resets = new Map<string, RawNumberPoint>();
-    const idle: Buffer[] = [];
+    const idle: { key: Buffer; words: BigUint64Array }[] = [];
     const seen = new Set<string>();
 
     for (let i = 0; i < batch.count; i++) {
       const key = batch.keys.subarray(i * FLOW_KEY_SIZE, (i + 1) * FLOW_KEY_SIZE);
-      const w = batch.values.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
+      const hex = key.toString('hex');
+      const kernelWords = batch.values.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
+      const w = this.withCarried(hex, kernelWords);
       const id = key.readBigUInt64LE(0);
       const cgroup = this.cgroupLabel(id);
       if (this.retired(id)) continue;
@@ -188,20 +217,21 @@ class TcpCollector implements CollectorInstance {
       const role = id === OVERFLOW_ID ? OVERFLOW : ROLES[key.readUInt8(26)] ?? 'unknown';
       const peer = id === OVERFLOW_ID ? OVERFLOW : formatAddress(key.subarray(8, 24));
       const port = key.readUInt16LE(24);
-      const peerPort = id === OVERFLOW_ID ? OVERFLOW : port === 0 ? 'ephemeral' : String(port);
-      const labels = [cgroup, role, peer, peerPort];
+      const serverPort = id === OVERFLOW_ID ? OVERFLOW : port === 0 ? 'ephemeral' : String(port);
+      const labels = [cgroup, role, peer, serverPort];
+      // Not clamped: +1 and -1 come from the same socket's events, so a
+      // negative value would show a lost event instead of hiding it.
       const openNow = BigInt.asIntN(64, w[3]!);
 
       // A flow with nothing open and no change for the TTL is freed, so
       // closed peers don't pile up series forever.
-      const hex = key.toString('hex');
       seen.add(hex);
       let total = 0n;
       for (const x of w) total += x;
       const prev = this.flowSeen.get(hex);
       if (!prev || prev.total !== total) this.flowSeen.set(hex, { total, changedMs: nowMs });
       else if (openNow <= 0n && id !== OVERFLOW_ID && nowMs - prev.changedMs > this.config.flow_ttl) {
-        idle.push(Buffer.from(key));
+        idle.push({ key: Buffer.from(key), words: kernelWords.slice() });
         continue;
       }
 
@@ -210,10 +240,11 @@ class TcpCollector implements CollectorInstance {
         sent.push({ labels, value: Number(w[0]), identity });
         received.push({ labels, value: Number(w[1]), identity });
         retrans.push({ labels, value: Number(w[2]), identity });
-        active.push({ labels, value: Number(openNow > 0n ? openNow : 0n), identity });
+        active.push({ labels, value: Number(openNow), identity });
+        synRetrans.push({ labels, value: Number(w[6]), identity });
         FAILURES.forEach((reason, f) => {
-          const n = Number(w[6 + f]);
-          if (n > 0) failed.push({ labels: [cgroup, peer, peerPort, reason], value: n, identity });
+          const n = Number(w[FLOW_FAILED + f]);
+          if (n > 0) failed.push({ labels: [cgroup, peer, serverPort, reason], value: n, identity });
         });
       }
       for (const [direction, word] of [['sent', 4], ['received', 5]] as const) {
@@ -226,10 +257,8 @@ class TcpCollector implements CollectorInstance {
       }
     }
     for (const hex of this.flowSeen.keys()) if (!seen.has(hex)) this.flowSeen.delete(hex);
-    if (idle.length > 0) {
-      this.obj.deleteKeys('flows', Buffer.concat(idle));
-      for (const k of idle) this.flowSeen.delete(k.toString('hex'));
-    }
+    for (const hex of this.carried.keys()) if (!seen.has(hex)) this.carried.delete(hex);
+    if (idle.length > 0) this.expireIdle(idle);
     expireCgroupEntries(this.obj, 'flows', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * FLOW_KEY_SIZE),
       (id) => id === OVERFLOW_ID || id === 0n);
 
@@ -239,8 +268,44 @@ class TcpCollector implements CollectorInstance {
       numberFamily(tcpMetrics.retransmits, retrans),
       numberFamily(tcpMetrics.active, active),
       numberFamily(tcpMetrics.failed, failed),
+      numberFamily(tcpMetrics.synRetransmits, synRetrans),
       numberFamily(tcpMetrics.resets, [...resets.values()]),
     ];
+  }
+
+  private withCarried(hex: string, words: BigUint64Array): BigUint64Array {
+    const carried = this.carried.get(hex);
+    if (!carried) return words;
+    const sum = new BigUint64Array(FLOW_WORDS);
+    for (let j = 0; j < FLOW_WORDS; j++) sum[j] = words[j]! + carried[j]!;
+    return sum;
+  }
+
+  /**
+   * Frees idle flows without losing an event that raced the decision: each
+   * key is taken out with the values it had at that moment (atomically per
+   * key where the kernel can); if they moved since the poll read them, the
+   * flow is not idle after all and goes back in. A key the kernel re-created
+   * in between keeps the taken values in userspace (`carried`). Left: an
+   * event whose program looked the flow up just before the take and adds
+   * just after it (a window of nanoseconds on a flow idle for flow_ttl).
+   */
+  private expireIdle(idle: { key: Buffer; words: BigUint64Array }[]): void {
+    const taken = this.obj.takeElems('flows', Buffer.concat(idle.map((x) => x.key)));
+    idle.forEach(({ key, words }, i) => {
+      const hex = key.toString('hex');
+      const carried = this.carried.get(hex);
+      this.carried.delete(hex);
+      this.flowSeen.delete(hex);
+      if (!taken.found[i]) return;
+      const now = taken.values.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
+      if (now.every((x, j) => x === words[j])) return;
+      const back = Buffer.alloc(FLOW_WORDS * 8);
+      for (let j = 0; j < FLOW_WORDS; j++) back.writeBigUInt64LE(BigInt.asUintN(64, now[j]! + (carried?.[j] ?? 0n)), j * 8);
+      if (!this.obj.updateElem('flows', key, back, true)) {
+        this.carried.set(hex, new BigUint64Array(back.buffer, back.byteOffset, FLOW_WORDS));
+      }
+    });
   }
 
   private histFamilies(batch: MapBatch): RawFamily[] {
@@ -324,16 +389,35 @@ export const tcp: CollectorDefinition<TcpConfig> = {
     { kind: 'tp_btf', name: 'tcp_probe', since: '4.16' },
     { kind: 'tp_btf', name: 'tcp_send_reset', since: '4.15' },
     { kind: 'tp_btf', name: 'tcp_receive_reset', since: '4.15' },
+    { kind: 'tp_btf', name: 'tcp_retransmit_synack', since: '4.15' },
     { kind: 'iter', name: 'tcp', since: '5.9' },
   ],
   metrics: Object.values(tcpMetrics),
   configSchema,
   async start(ctx, config) {
     const [lo, hi] = config.ephemeral_ports;
-    const obj = new ctx.native.BpfObject(ctx.objectPath('tcp'), {
-      maxEntries: { flows: config.max_flows + 2, hists: config.max_histograms + 1 },
-      rodata: { ephemeral_lo: u32(lo), ephemeral_hi: u32(hi), per_connection: u32(config.per_connection.enabled ? 1 : 0) },
+    const open = (store: SocketStateStore) => new ctx.native.BpfObject(ctx.objectPath('tcp'), {
+      maxEntries: {
+        flows: config.max_flows + 2,
+        hists: config.max_histograms + 1,
+        sock_table: store === 'socket table' ? config.max_sockets : 1,
+      },
+      rodata: {
+        ephemeral_lo: u32(lo), ephemeral_hi: u32(hi), per_connection: u32(config.per_connection.enabled ? 1 : 0),
+        sk_storage_ok: u32(store === 'socket storage' ? 1 : 0),
+      },
     });
+    // Tracing programs get socket storage from 5.11 on; the verifier of an
+    // older kernel names the helper it lacks, and the table takes its place.
+    let store: SocketStateStore = 'socket storage';
+    let obj: BpfObjectHandle;
+    try {
+      obj = open(store);
+    } catch (err) {
+      if (!lacksHelper(err, 'bpf_sk_storage_get')) throw err;
+      store = 'socket table';
+      obj = open(store);
+    }
     try {
       obj.updateElem('flows', overflowKey(FLOW_KEY_SIZE), Buffer.alloc(FLOW_WORDS * 8));
       obj.updateElem('hists', overflowKey(16), Buffer.alloc(HIST_WORDS * 8));
@@ -342,6 +426,6 @@ export const tcp: CollectorDefinition<TcpConfig> = {
       obj.close();
       throw err;
     }
-    return new TcpCollector(obj, ctx, config);
+    return new TcpCollector(obj, ctx, config, store);
   },
 };

@@ -38,6 +38,8 @@ export interface CollectorInstance {
   readonly objects: readonly BpfObjectHandle[];
   /** kt_drops slots of objects[0], for kerntap_map_overflow_total. */
   readonly dropSlots: readonly DropSlot[];
+  /** How it runs on this kernel where that differs from the usual (fallbacks), for --check and the log. */
+  readonly notes?: readonly string[];
   /** Reads the maps and returns this poll's families. nowMs is the poll time. */
   collect(nowMs: number): Promise<RawFamily[]>;
   /** Detaches and frees everything. Idempotent. */

@@ -235,7 +235,7 @@ function canListen(port: number): Promise<boolean> {
 
 /**
  * A free port for a test server, below the default ephemeral range so that
- * peer_port shows the number (ports the kernel picks for listen(0) would be
+ * server_port shows the number (ports the kernel picks for listen(0) would be
  * folded into "ephemeral"). Never the same twice in one process.
  */
 export async function freePort(): Promise<number> {

@@ -29,8 +29,8 @@ test('loopback: M connections × N bytes are counted exactly on both sides, afte
   await runClient(client, `client 127.0.0.1 ${p} ${N} ${M}`);
   await settle();
   const s = await scrape();
-  const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', peer_port: String(p) };
-  const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', peer_port: 'ephemeral' };
+  const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(p) };
+  const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', server_port: String(p) };
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', cli), M * N, 'client sent');
   assert.equal(total(s, 'kerntap_tcp_received_bytes_total', cli), M * N, 'client received');
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', srv), M * N, 'server sent');
@@ -56,7 +56,7 @@ test('live connections: counters and the active gauge agree with ss -ti', async 
   await waitForLine(hold, 'ready');
   await settle();
   const s = await scrape();
-  const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', peer_port: String(p) };
+  const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(p) };
   const ours = ssSockets(p).filter((x) => x.peer === `127.0.0.1:${p}`);
   assert.equal(ours.length, K);
   // ss counts the SYN in an active open's bytes_acked; kerntap counts data only.
@@ -91,15 +91,15 @@ test('veth into another network namespace: exact bytes, and connects agree with 
   const mib1 = tcpMib(ns);
   await settle();
   const s = await scrape();
-  const cli = { cgroup: client.label, role: 'client', peer: ns.hostAddr, peer_port: String(p) };
-  const srv = { cgroup: server.label, role: 'server', peer: ns.nsAddr, peer_port: 'ephemeral' };
+  const cli = { cgroup: client.label, role: 'client', peer: ns.hostAddr, server_port: String(p) };
+  const srv = { cgroup: server.label, role: 'server', peer: ns.nsAddr, server_port: String(p) };
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', cli), M * N, 'client in the namespace sent');
   assert.equal(total(s, 'kerntap_tcp_received_bytes_total', cli), M * N);
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', srv), M * N, 'server in the root namespace sent');
   assert.equal(total(s, 'kerntap_tcp_received_bytes_total', srv), M * N);
 
   const connects = total(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: client.label });
-  const refused = total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label, peer: ns.hostAddr, peer_port: String(closed), reason: 'refused' });
+  const refused = total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label, peer: ns.hostAddr, server_port: String(closed), reason: 'refused' });
   assert.equal(connects, M);
   assert.equal(refused, K);
   assert.equal(mib1.ActiveOpens! - mib0.ActiveOpens!, M + K, 'the namespace opened M+K connections');
@@ -187,11 +187,11 @@ test('IPv6 and v4-mapped IPv6: exact bytes, peers shown as the address family us
   await runClient(client, `client 127.0.0.1 ${dual} ${N} ${M}`);
   await settle();
   const s = await scrape();
-  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', peer: '::1', peer_port: String(p6) }), M * N);
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', peer: '::1', server_port: String(p6) }), M * N);
   assert.equal(total(s, 'kerntap_tcp_received_bytes_total', { cgroup: server.label, role: 'server', peer: '::1' }), M * N);
   assert.equal(total(s, 'kerntap_tcp_received_bytes_total', { cgroup: server.label, role: 'server', peer: '127.0.0.1' }), M * N,
     'the dual-stack server\'s v4-mapped peers are shown as IPv4');
-  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', peer: '127.0.0.1', peer_port: String(dual) }), M * N);
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(dual) }), M * N);
 });
 
 test('per-connection mode: live connections with their 5-tuple and owner, data bytes exact', async (t) => {

@@ -20,7 +20,7 @@ async function exporterWith(tcpConfig: string): Promise<Exporter> {
   return e;
 }
 
-const OVERFLOW = { cgroup: '~overflow', role: '~overflow', peer: '~overflow', peer_port: '~overflow' };
+const OVERFLOW = { cgroup: '~overflow', role: '~overflow', peer: '~overflow', server_port: '~overflow' };
 
 test('a full flow map: overflow counted, the rest summed under ~overflow, tracked flows exact', async (t) => {
   if (!requireBpf(t)) return;
@@ -38,7 +38,7 @@ test('a full flow map: overflow counted, the rest summed under ~overflow, tracke
   await sleep(1300);
   const s = parseExposition(await e.scrape());
 
-  const tracked = find(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', peer_port: String(p) });
+  const tracked = find(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', server_port: String(p) });
   for (const series of tracked) {
     assert.equal(series.value, N, `tracked flow to ${series.labels.peer} exact`);
     assert.equal(value(s, 'kerntap_tcp_received_bytes_total', series.labels), N);

@@ -32,7 +32,7 @@ test('unanswered SYNs: K connects fail with reason="timeout", as AttemptFails an
   await sleep(1300);
   const s = parseExposition(await exporter().scrape());
 
-  const peer = { cgroup: client.label, peer: ns.hostAddr, peer_port: String(p) };
+  const peer = { cgroup: client.label, peer: ns.hostAddr, server_port: String(p) };
   assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { ...peer, reason: 'timeout' }), K);
   assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label }), K, 'no other reason');
   assert.equal(mib1.ActiveOpens! - mib0.ActiveOpens!, K);
@@ -67,7 +67,7 @@ test('ICMP host unreachable: K connects fail with reason="unreachable"', async (
   // the first SYN retransmit (after 1 s) ends the connect.
   assert.ok(elapsed < 10_000, `ended by ICMP, long before the SYN timeout (${elapsed} ms)`);
   assert.equal(table.counted('in'), K + mib1.RetransSegs! - mib0.RetransSegs!, 'one ICMP per SYN sent');
-  assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label, peer: ns.hostAddr, peer_port: String(p), reason: 'unreachable' }), K);
+  assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label, peer: ns.hostAddr, server_port: String(p), reason: 'unreachable' }), K);
   assert.equal(total(s, 'kerntap_tcp_connects_failed_total', { cgroup: client.label }), K, 'no other reason');
   assert.equal(mib1.AttemptFails! - mib0.AttemptFails!, K);
   assert.equal(mib1.ActiveOpens! - mib0.ActiveOpens!, K);

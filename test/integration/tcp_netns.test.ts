@@ -39,7 +39,7 @@ test('client in a namespace: quiet live connections never exceed ss there, and a
   const ssReceived = ours.reduce((sum, x) => sum + x.bytesReceived, 0);
   assert.equal(ssAcked, K * N);
   assert.equal(ssReceived, K * N);
-  const cli = { cgroup: client.label, role: 'client', peer: ns.hostAddr, peer_port: String(p) };
+  const cli = { cgroup: client.label, role: 'client', peer: ns.hostAddr, server_port: String(p) };
   const liveSent = total(s, 'kerntap_tcp_sent_bytes_total', cli);
   const liveReceived = total(s, 'kerntap_tcp_received_bytes_total', cli);
   assert.ok(liveSent > 0 && liveSent <= ssAcked, `sent ${liveSent} is at most ss bytes_acked ${ssAcked} while quiet`);
@@ -74,7 +74,7 @@ test('server in a namespace: idle keep-alive connections never exceed ss there, 
   const ssAcked = ours.reduce((sum, x) => sum + x.bytesAcked, 0);
   const ssReceived = ours.reduce((sum, x) => sum + x.bytesReceived, 0);
   assert.equal(ssAcked, K * N);
-  const srv = { cgroup: server.label, role: 'server', peer: ns.hostAddr, peer_port: 'ephemeral' };
+  const srv = { cgroup: server.label, role: 'server', peer: ns.hostAddr, server_port: String(p) };
   const liveSent = total(s, 'kerntap_tcp_sent_bytes_total', srv);
   const liveReceived = total(s, 'kerntap_tcp_received_bytes_total', srv);
   assert.ok(liveSent > 0 && liveSent <= ssAcked, `server sent ${liveSent} is at most ss bytes_acked ${ssAcked} while quiet`);

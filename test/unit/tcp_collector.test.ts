@@ -21,7 +21,7 @@ import type { RawFamily, RawHistogramPoint, RawNumberPoint } from '../../src/mod
 const OVERFLOW_ID = 0xffff_ffff_ffff_ffffn;
 const CLIENT = 1;
 const SERVER = 2;
-const FLOW_WORDS = 11;
+const FLOW_WORDS = 12;
 
 function v4(addr: string): Buffer {
   return Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...addr.split('.').map(Number)]);
@@ -33,7 +33,7 @@ function v6(groups: number[]): Buffer {
   return b;
 }
 
-/** struct flow_key: cgroup_id, peer[16], peer_port, role, pad[5]. */
+/** struct flow_key: cgroup_id, peer[16], server_port, role, pad[5]. */
 function flowKey(cgroupId: bigint, peer: Buffer, port: number, role: number): Buffer {
   const k = Buffer.alloc(32);
   k.writeBigUInt64LE(cgroupId, 0);
@@ -43,12 +43,12 @@ function flowKey(cgroupId: bigint, peer: Buffer, port: number, role: number): Bu
   return k;
 }
 
-interface FlowVal { sent?: number; received?: number; retrans?: number; active?: number; resetsSent?: number; resetsReceived?: number; failed?: number[] }
+interface FlowVal { sent?: number; received?: number; retrans?: number; active?: number; resetsSent?: number; resetsReceived?: number; synRetrans?: number; failed?: number[] }
 
 /** struct flow_val, as summed over CPUs (active in two's complement). */
 function flowWords(v: FlowVal): bigint[] {
   const failed = v.failed ?? [0, 0, 0, 0, 0];
-  return [v.sent ?? 0, v.received ?? 0, v.retrans ?? 0, 0, v.resetsSent ?? 0, v.resetsReceived ?? 0, ...failed]
+  return [v.sent ?? 0, v.received ?? 0, v.retrans ?? 0, 0, v.resetsSent ?? 0, v.resetsReceived ?? 0, v.synRetrans ?? 0, ...failed]
     .map((x, i) => (i === 3 ? BigInt.asUintN(64, BigInt(v.active ?? 0)) : BigInt(x)));
 }
 
@@ -116,9 +116,31 @@ class FakeObject implements BpfObjectHandle {
     this.calls.push(`runIter ${name}`);
     return name === 'tcp_sockets' ? this.sockets : Buffer.alloc(0);
   }
-  updateElem(map: string, key: Buffer): void {
+  /** What takeElems finds, by key hex (default: the values readMap served). */
+  takeOverride = new Map<string, bigint[]>();
+  /** Keys for which updateElem(…, onlyIfAbsent) finds the key re-created. */
+  recreated = new Set<string>();
+  readonly written = new Map<string, Buffer>();
+  updateElem(map: string, key: Buffer, value: Buffer, onlyIfAbsent?: boolean): boolean {
     this.calls.push(`updateElem ${map}`);
+    if (onlyIfAbsent && this.recreated.has(key.toString('hex'))) return false;
     this.inserted.set(map, [...(this.inserted.get(map) ?? []), key]);
+    this.written.set(key.toString('hex'), Buffer.from(value));
+    return true;
+  }
+  takeElems(map: string, keys: Buffer): { found: Uint8Array; values: BigUint64Array } {
+    const b = this.contents[map]!;
+    const words: bigint[] = [];
+    const found: number[] = [];
+    for (let off = 0; off < keys.length; off += b.keySize) {
+      const key = keys.subarray(off, off + b.keySize);
+      const i = [...Array(b.count).keys()].find((j) => b.keys.subarray(j * b.keySize, (j + 1) * b.keySize).equals(key));
+      const v = this.takeOverride.get(key.toString('hex')) ?? (i === undefined ? undefined : [...b.values.subarray(i * b.valueWords, (i + 1) * b.valueWords)]);
+      found.push(v ? 1 : 0);
+      words.push(...(v ?? new Array<bigint>(b.valueWords).fill(0n)));
+    }
+    this.deleteKeys(map, keys);
+    return { found: Uint8Array.from(found), values: BigUint64Array.from(words) };
   }
   deleteKeys(map: string, keys: Buffer): number {
     const size = this.contents[map]!.keySize;
@@ -183,7 +205,8 @@ test('start: config reaches the kernel as rodata and map sizes; overflow keys ex
   assert.equal(obj.options.rodata!.ephemeral_lo!.readUInt32LE(), 1024);
   assert.equal(obj.options.rodata!.ephemeral_hi!.readUInt32LE(), 65535);
   assert.equal(obj.options.rodata!.per_connection!.readUInt32LE(), 1);
-  assert.deepEqual(obj.options.maxEntries, { flows: 102, hists: 51 }, 'room for the reserved keys');
+  assert.equal(obj.options.rodata!.sk_storage_ok!.readUInt32LE(), 1, 'socket storage first');
+  assert.deepEqual(obj.options.maxEntries, { flows: 102, hists: 51, sock_table: 1 }, 'room for the reserved keys');
   assert.deepEqual(obj.calls, ['updateElem flows', 'updateElem hists', 'attach']);
   assert.equal(obj.inserted.get('flows')![0]!.readBigUInt64LE(0), OVERFLOW_ID);
   assert.equal(obj.inserted.get('hists')![0]!.readBigUInt64LE(0), OVERFLOW_ID);
@@ -221,7 +244,7 @@ test('collect: flows become cgroup × role × peer × port series; failures by r
 
   const active = points(f, 'kerntap.tcp.connections.active');
   assert.equal(active.get('/web|client|10.0.0.7|5432'), 2);
-  assert.equal(active.get('/web|server|10.0.0.9|ephemeral'), 0, 'a close counted on another CPU before the open: never negative');
+  assert.equal(active.get('/web|server|10.0.0.9|ephemeral'), -1, 'a lost open shows instead of being hidden (shared values: +1 always lands before its -1)');
 
   assert.deepEqual([...points(f, 'kerntap.tcp.connects.failed')].sort(), [
     ['/web|10.0.0.7|5432|refused', 4],
@@ -315,6 +338,37 @@ test('flow TTL: closed flows idle past the TTL are freed in the kernel; flows wi
   assert.equal(obj.deleted.get('flows'), undefined);
   assert.deepEqual(await sentAt(31_000), ['/web|client|10.0.0.8|80'], 'the idle closed flow ends');
   assert.deepEqual(obj.deleted.get('flows'), [closed], 'and its kernel entry is freed');
+});
+
+test('flow TTL: an event that races the expiry is not lost (the flow goes back in)', async () => {
+  const { ids, resolver } = cgroupTree(['web']);
+  const { instance, obj } = await start({ flow_ttl: '30s' }, resolver);
+  const key = flowKey(ids.web!, v4('10.0.0.7'), 80, CLIENT);
+  obj.contents.flows = batch(32, FLOW_WORDS, [[key, flowWords({ sent: 10 })]]);
+  await instance.collect(0);
+  // Between the poll's read and the take, a connection opened and sent 5 bytes.
+  obj.takeOverride.set(key.toString('hex'), flowWords({ sent: 15, active: 1 }));
+  await instance.collect(31_000);
+  const back = obj.written.get(key.toString('hex'));
+  assert.ok(back, 'the flow is written back');
+  assert.equal(back.readBigUInt64LE(0), 15n, 'with the raced bytes');
+  assert.equal(back.readBigUInt64LE(3 * 8), 1n, 'and the raced +1 active');
+});
+
+test('flow TTL: when the kernel re-created the raced key, the taken values are carried in userspace', async () => {
+  const { ids, resolver } = cgroupTree(['web']);
+  const { instance, obj } = await start({ flow_ttl: '30s' }, resolver);
+  const key = flowKey(ids.web!, v4('10.0.0.7'), 80, CLIENT);
+  obj.contents.flows = batch(32, FLOW_WORDS, [[key, flowWords({ sent: 10 })]]);
+  await instance.collect(0);
+  obj.takeOverride.set(key.toString('hex'), flowWords({ sent: 15, active: 1 }));
+  obj.recreated.add(key.toString('hex'));
+  await instance.collect(31_000);
+  // The kernel's new entry has what came after the take: 7 bytes, the connection closed.
+  obj.contents.flows = batch(32, FLOW_WORDS, [[key, flowWords({ sent: 7, active: -1 })]]);
+  const f = await instance.collect(32_000);
+  assert.deepEqual([...points(f, 'kerntap.tcp.sent')], [['/web|client|10.0.0.7|80', 22]]);
+  assert.deepEqual([...points(f, 'kerntap.tcp.connections.active')], [['/web|client|10.0.0.7|80', 0]]);
 });
 
 test('dead cgroups: their entries are no longer reported and are freed after cgroup.ttl', async () => {
