@@ -77,6 +77,12 @@ export function mapMemlock(pid: number): { bytes: number; maps: number } {
   return { bytes: [...seen.values()].reduce((a, b) => a + b, 0), maps: seen.size };
 }
 
+/** The series of `name` whose labels pass `pick`, as "{labels} value" (for a failure's reason: where the counts went instead). */
+function seenSeries(samples: Sample[], name: string, pick: (labels: Record<string, string>) => boolean): string {
+  const seen = find(samples, name).filter((x) => pick(x.labels)).map((x) => `${JSON.stringify(x.labels)} ${x.value}`);
+  return seen.length ? seen.slice(0, 6).join(', ') : 'none';
+}
+
 /** Why a collector is off, from kerntap's log ("collector off" lines), with the verifier's complaint if it printed one. */
 function offReason(stderr: string, collector: string): string {
   let reason = '';
@@ -114,6 +120,20 @@ class Runner {
   failRest(names: string[], why: string): void {
     for (const check of names) if (!this.results.some((r) => r.check === check)) this.results.push({ check, status: 'fail', reason: why, ms: 0 });
   }
+}
+
+/**
+ * A network namespace of the check's own (its MIB counters see only the
+ * check's traffic), a tcp_traffic.py server in a cgroup on the root side of
+ * its veth, and a cgroup for the client that runs inside the namespace.
+ */
+async function nsServer(fixtures: Cleanups, mode: string, args = '') {
+  const ns = fixtures.netns();
+  const server = fixtures.cgroup('kt-k-nsrv');
+  const client = fixtures.cgroup('kt-k-ncli');
+  const port = await freePort();
+  await startServer(server, `${mode} ${ns.hostAddr} ${port} ${args}`);
+  return { ns, client, port };
 }
 
 export const MATRIX_CHECKS = ['collectors', 'cpu', 'bytes', 'connects', 'rtt', 'listeners', 'retransmits', 'sigterm'];
@@ -187,14 +207,16 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       await startServer(server, `server 127.0.0.1 ${port} ${N}`);
       await runClient(client, `client 127.0.0.1 ${port} ${N} ${M}`);
       trafficRan = true;
-      const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', peer_port: String(port) };
-      const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', peer_port: 'ephemeral' };
+      const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(port) };
+      const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', server_port: String(port) };
       const read = async () => {
         const s = await scrape();
         return [cli, srv].flatMap((l) => [total(s, 'kerntap_tcp_sent_bytes_total', l), total(s, 'kerntap_tcp_received_bytes_total', l)]);
       };
       const got = await until(read, (v) => v.every((x) => x === M * N));
-      expect(got.every((x) => x === M * N), `want ${M * N} each; client sent/received ${got[0]}/${got[1]}, server sent/received ${got[2]}/${got[3]}`);
+      if (!got.every((x) => x === M * N)) {
+        fail(`want ${M * N} each; client sent/received ${got[0]}/${got[1]}, server sent/received ${got[2]}/${got[3]}; seen: ${seenSeries(await scrape(), 'kerntap_tcp_sent_bytes_total', (l) => l.server_port === String(port) || l.cgroup === server.label)}`);
+      }
       return `${M} x ${N} B each way, client and server exact`;
     });
 
@@ -218,13 +240,9 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     await run.check('connects', async () => {
       needs('tcp');
       // In a namespace of its own, so its MIB counters see only this traffic.
-      const ns = fixtures.netns();
-      const srv = fixtures.cgroup('kt-k-nsrv');
-      const cli = fixtures.cgroup('kt-k-ncli');
-      const p = await freePort();
+      const { ns, client: cli, port: p } = await nsServer(fixtures, 'server', '1000');
       const closed = await freePort();
       const [Mc, K] = [8, 5];
-      await startServer(srv, `server ${ns.hostAddr} ${p} 1000`);
       const mib0 = tcpMib(ns);
       await runClient(cli, `client ${ns.hostAddr} ${p} 1000 ${Mc}`, ns.prefix);
       await runClient(cli, `refused ${ns.hostAddr} ${closed} ${K}`, ns.prefix);
@@ -235,20 +253,18 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       const read = async () => {
         const s = await scrape();
         return [total(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: cli.label }),
-          total(s, 'kerntap_tcp_connects_failed_total', { cgroup: cli.label, peer: ns.hostAddr, peer_port: String(closed), reason: 'refused' })];
+          total(s, 'kerntap_tcp_connects_failed_total', { cgroup: cli.label, peer: ns.hostAddr, server_port: String(closed), reason: 'refused' })];
       };
       const [ok, refused] = await until(read, ([a, b]) => a === opens - fails && b === fails);
-      expect(ok === opens - fails && refused === fails, `kerntap: ${ok} connects, ${refused} refused; /proc/net/snmp: ${opens - fails} and ${fails}`);
+      if (ok !== opens - fails || refused !== fails) {
+        fail(`kerntap: ${ok} connects, ${refused} refused; /proc/net/snmp: ${opens - fails} and ${fails}; failed connects seen: ${seenSeries(await scrape(), 'kerntap_tcp_connects_failed_total', (l) => l.server_port === String(closed))}`);
+      }
       return `${ok} connects and ${refused} refused = /proc/net/snmp deltas`;
     });
 
     await run.check('retransmits', async () => {
       needs('tcp');
-      const ns = fixtures.netns();
-      const sink = fixtures.cgroup('kt-k-sink');
-      const lossy = fixtures.cgroup('kt-k-lossy');
-      const p = await freePort();
-      await startServer(sink, `sink ${ns.hostAddr} ${p}`);
+      const { ns, client: lossy, port: p } = await nsServer(fixtures, 'sink');
       // 10% loss where the data arrives (root side of the veth): a drop in
       // the sender's own output path would be requeued, not retransmitted.
       let table;
