@@ -16,6 +16,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { TLSSocket } from 'node:tls';
 import bcrypt from 'bcryptjs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
@@ -41,6 +42,8 @@ const schema = z.strictObject({
   http_server_config: z.strictObject({ headers: z.record(z.string(), z.string()).optional() }).optional(),
 });
 
+export type ClientAuthType = (typeof CLIENT_AUTH)[number];
+
 export interface WebConfig {
   https?: {
     cert: Buffer;
@@ -51,6 +54,8 @@ export interface WebConfig {
     minVersion: (typeof TLS_VERSIONS)[keyof typeof TLS_VERSIONS];
     maxVersion?: (typeof TLS_VERSIONS)[keyof typeof TLS_VERSIONS];
   };
+  /** Checked on each TLS connection after the handshake (clientCertProblem). */
+  clientAuth?: ClientAuthType;
   users?: Map<string, string>;
   headers: Record<string, string>;
 }
@@ -92,13 +97,40 @@ export function loadWebConfig(file: string): WebConfig {
       key: read('tls_server_config.key_file', tls.key_file),
       ...(tls.client_ca_file ? { ca: read('tls_server_config.client_ca_file', tls.client_ca_file) } : {}),
       requestCert: tls.client_auth_type !== 'NoClientCert',
+      // Only this mode lets the handshake itself reject; the others are
+      // checked on the finished handshake, where "no certificate" and "a
+      // certificate that does not verify" can be told apart.
       rejectUnauthorized: tls.client_auth_type === 'RequireAndVerifyClientCert',
       minVersion: TLS_VERSIONS[tls.min_version],
       ...(tls.max_version ? { maxVersion: TLS_VERSIONS[tls.max_version] } : {}),
     };
+    out.clientAuth = tls.client_auth_type;
   }
   if (c.basic_auth_users && Object.keys(c.basic_auth_users).length > 0) out.users = new Map(Object.entries(c.basic_auth_users));
   return out;
+}
+
+/**
+ * Why a finished TLS handshake must not serve, under client_auth_type as Go's
+ * crypto/tls (and so exporter-toolkit) defines it, or undefined:
+ *  - NoClientCert, RequestClientCert: any client, certificate or not, valid or not;
+ *  - RequireAnyClientCert: a certificate is required, but not verified;
+ *  - VerifyClientCertIfGiven: no certificate is fine, a given one must verify;
+ *  - RequireAndVerifyClientCert: a certificate that verifies (the handshake enforces it).
+ */
+export function clientCertProblem(mode: ClientAuthType, socket: TLSSocket): string | undefined {
+  const given = Object.keys(socket.getPeerCertificate()).length > 0;
+  switch (mode) {
+    case 'NoClientCert':
+    case 'RequestClientCert':
+      return undefined;
+    case 'RequireAnyClientCert':
+      return given ? undefined : 'no client certificate';
+    case 'VerifyClientCertIfGiven':
+    case 'RequireAndVerifyClientCert':
+      if (!given) return mode === 'VerifyClientCertIfGiven' ? undefined : 'no client certificate';
+      return socket.authorized ? undefined : `client certificate not verified: ${String(socket.authorizationError)}`;
+  }
 }
 
 /**
