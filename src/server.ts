@@ -52,10 +52,12 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   const auth = opts.web?.users ? new BasicAuth(opts.web.users) : undefined;
   app.addHook('onRequest', async (req, reply) => {
     for (const [k, v] of Object.entries(headers)) reply.header(k, v);
-    if (auth && !(await auth.check(req.headers.authorization))) {
-      return reply.code(401).header('www-authenticate', 'Basic realm="kerntap"').send('Unauthorized\n');
-    }
+    if (!auth) return;
+    const result = await auth.check(req.headers.authorization);
+    if (result === 'busy') return reply.code(429).header('retry-after', '1').send('Too many credential checks at once\n');
+    if (result === 'denied') return reply.code(401).header('www-authenticate', 'Basic realm="kerntap"').send('Unauthorized\n');
   });
+  if (auth) app.addHook('onClose', async () => auth.close());
 
   app.get(opts.telemetryPath, async (req, reply) => {
     const format = negotiateFormat(req.headers.accept);
