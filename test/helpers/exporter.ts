@@ -22,8 +22,10 @@ export function writeConfig(yaml: string): string {
   return file;
 }
 
-export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Exporter> {
-  const child = spawn(process.execPath, [BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args], {
+/** `wrap`: a command kerntap runs under, e.g. setpriv with a capability set. */
+export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; wrap?: string[] } = {}): Promise<Exporter> {
+  const command = [...(opts.wrap ?? []), process.execPath, BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args];
+  const child = spawn(command[0]!, command.slice(1), {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
