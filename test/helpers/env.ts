@@ -1,5 +1,5 @@
 /** Where the tests are and whether the real kernel can be used. */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -32,6 +32,11 @@ export function requireBpf(t: TestContext): boolean {
   if (IN_CI) throw new Error(`BPF test cannot run in CI: ${why}`);
   t.skip(`BPF unavailable: ${why}`);
   return false;
+}
+
+/** Whether a command is on PATH. */
+export function hasTool(tool: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
 }
 
 export function requireTool(t: TestContext, tool: string, found: boolean): boolean {

@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BIN } from './env.js';
+import { scrapable } from './wait.js';
 
 export interface Exporter {
   url: string;
@@ -58,11 +59,7 @@ export async function startExporter(args: string[] = [], opts: { env?: NodeJS.Pr
     pid: child.pid!,
     child,
     stderr: () => err,
-    async scrape(p = '/metrics', headers = {}) {
-      const res = await fetch(`${url}${p}`, { headers });
-      if (res.status !== 200) throw new Error(`GET ${p}: HTTP ${res.status}`);
-      return res.text();
-    },
+    scrape: scrapable(url).scrape,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill(signal);
