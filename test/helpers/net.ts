@@ -8,7 +8,8 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { ROOT } from './env.js';
+import { ROOT, bpfUnavailable } from './env.js';
+import { waitFor, waitForPoll } from './wait.js';
 import { TestCgroup } from './cgroup.js';
 import { find, parseExposition, type Sample } from './exposition.js';
 import { startExporter, type Exporter } from './exporter.js';
@@ -202,25 +203,49 @@ export class Cleanups {
 }
 
 /**
- * The fixtures and the one default exporter (500 ms polls) of a TCP test
- * file: the exporter starts before the file's tests (as root; requireBpf()
- * reports why not otherwise) and everything is undone after them.
+ * The one default exporter (500 ms polls) of a test file: started before the
+ * file's tests where BPF can run (requireBpf() in each test reports why not
+ * otherwise), stopped after them. A start that fails fails the file, with
+ * kerntap's own error.
+ */
+export function fileExporter(before: (fn: () => Promise<void>) => void, after: (fn: () => Promise<void>) => void): () => Exporter {
+  let exporter: Exporter | undefined;
+  before(async () => {
+    if (!bpfUnavailable()) exporter = await startExporter([]);
+  });
+  after(async () => {
+    await exporter?.stop();
+  });
+  return () => {
+    if (!exporter) throw new Error('the file\'s exporter did not start');
+    return exporter;
+  };
+}
+
+/**
+ * The fixtures and the default exporter of a TCP test file; everything is
+ * undone after the file's tests. settled() waits for a poll that started
+ * after the call, so everything that happened before is in its scrape.
  */
 export function tcpTestFile(before: (fn: () => Promise<void>) => void, after: (fn: () => Promise<void>) => void) {
   const fixtures = new Cleanups();
-  let exporter: Exporter | undefined;
-  before(async () => {
-    if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
-  });
-  after(async () => {
-    await fixtures.run();
-    await exporter?.stop();
-  });
+  after(() => fixtures.run());
+  const exporter = fileExporter(before, after);
   return {
     fixtures,
-    exporter: () => exporter!,
-    scrape: async (e: Exporter = exporter!): Promise<Sample[]> => parseExposition(await e.scrape()),
+    exporter,
+    scrape: async (e: Exporter = exporter()): Promise<Sample[]> => parseExposition(await e.scrape()),
+    settled: (e: Exporter = exporter()): Promise<Sample[]> => waitForPoll(e),
   };
+}
+
+/**
+ * Waits until no socket with `port` at either end (in the namespace, if
+ * given) is in a state that may still send: only TIME-WAIT, or nothing, is left.
+ */
+export function waitForTcpQuiet(port: number, ns?: TestNetns): Promise<true> {
+  const cmd = ['ss', '-tanH', 'state', 'connected', 'exclude', 'time-wait', `( sport = :${port} or dport = :${port} )`];
+  return waitFor(`connections on port ${port} to finish`, () => (ns ? ns.exec(cmd) : sh(cmd)).trim() === '');
 }
 
 const givenPorts = new Set<number>();
@@ -247,8 +272,19 @@ export async function freePort(): Promise<number> {
   }
 }
 
-/** Sum of the samples of `name` matching `labels` (0 when none). */
+/** Sum of the samples of `name` matching `labels`; no such sample fails the test (a renamed metric must not pass as 0). */
 export function total(samples: Sample[], name: string, labels: Record<string, string>): number {
+  const found = find(samples, name, labels);
+  if (found.length === 0) throw new Error(`no ${name} series matches ${JSON.stringify(labels)}`);
+  return found.reduce((s, x) => s + x.value, 0);
+}
+
+/**
+ * total(), for series that may rightly be absent (nothing of the kind
+ * happened there): 0 then. The metric itself must be in the scrape.
+ */
+export function totalOrZero(samples: Sample[], name: string, labels: Record<string, string>): number {
+  if (find(samples, name).length === 0) throw new Error(`no ${name} series at all in the scrape`);
   return find(samples, name, labels).reduce((s, x) => s + x.value, 0);
 }
 
