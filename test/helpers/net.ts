@@ -89,13 +89,37 @@ export class TestNetns {
   }
 }
 
-/** TCP MIB counters (/proc/net/snmp "Tcp:" lines) of the root or a test namespace. */
-export function tcpMib(ns?: TestNetns): Record<string, number> {
-  const text = ns ? ns.exec(['cat', '/proc/net/snmp']) : sh(['cat', '/proc/net/snmp']);
-  const lines = text.split('\n').filter((l) => l.startsWith('Tcp:'));
+/** One section of a /proc/net MIB file (a line of names, then a line of values) of the root or a test namespace. */
+function mib(file: string, section: string, ns?: TestNetns): Record<string, number> {
+  const text = ns ? ns.exec(['cat', file]) : sh(['cat', file]);
+  const lines = text.split('\n').filter((l) => l.startsWith(`${section}:`));
   const names = lines[0]!.split(/\s+/).slice(1);
   const values = lines[1]!.split(/\s+/).slice(1).map(Number);
   return Object.fromEntries(names.map((n, i) => [n, values[i]!]));
+}
+
+/** TCP MIB counters (/proc/net/snmp "Tcp:" lines) of the root or a test namespace. */
+export function tcpMib(ns?: TestNetns): Record<string, number> {
+  return mib('/proc/net/snmp', 'Tcp', ns);
+}
+
+/** Linux TCP counters (/proc/net/netstat "TcpExt:" lines: TCPSynRetrans, TCPAbortOnData…). */
+export function tcpExtMib(ns?: TestNetns): Record<string, number> {
+  return mib('/proc/net/netstat', 'TcpExt', ns);
+}
+
+/**
+ * Resolves with the first non-undefined result of `probe`, tried again
+ * every 100 ms; rejects after `timeoutMs` with what it waited for.
+ */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const got = await probe();
+    if (got !== undefined) return got;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 export interface SsSocket {
