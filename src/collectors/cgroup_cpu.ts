@@ -151,7 +151,7 @@ export const cgroupCpu: CollectorDefinition<CgroupCpuConfig> = {
     });
     let layouts: CgroupCpuLayouts;
     try {
-      layouts = cgroupCpuLayouts(obj.btf());
+      layouts = cgroupCpuLayouts(obj.btf(), path.basename(ctx.objectPath('cgroup_cpu')));
       // The overflow key must exist before the map can fill up.
       obj.updateElem('cpu_ns', u64Key(OVERFLOW_KEY), Buffer.alloc(8));
       obj.attach();

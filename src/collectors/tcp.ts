@@ -7,6 +7,7 @@
  * flows after their TTL, and runs the iter/tcp program for listeners (and
  * live connections in per-connection mode).
  */
+import path from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
 import { encode, enumValues, globalLayout, mapLayout, wordIndex, type ObjectBtf } from '../bpf/layout.js';
@@ -472,7 +473,7 @@ export const tcp: CollectorDefinition<TcpConfig> = {
     }
     let layouts: TcpLayouts;
     try {
-      layouts = tcpLayouts(obj.btf());
+      layouts = tcpLayouts(obj.btf(), path.basename(ctx.objectPath('tcp')));
       obj.updateElem('flows', encode(layouts.flowKey, { cgroup_id: OVERFLOW_ID }), Buffer.alloc(layouts.flowVal.size));
       obj.updateElem('hists', encode(layouts.histKey, { cgroup_id: OVERFLOW_ID }), Buffer.alloc(HIST_WORDS * 8));
       obj.attach();

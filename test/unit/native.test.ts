@@ -1,5 +1,5 @@
 /**
- * The native addon (native/kerntap_native.cc) against the real kernel, with
+ * The native addon (native/*.cc) against the real kernel, with
  * the fixture objects from test/fixtures/bpf (built into bpf/out/test by
  * `make -C bpf`):
  *  - per-CPU values summed natively equal the same counters kept with atomics,
@@ -343,6 +343,19 @@ test('readMap and updateElem refuse what they cannot do, as rejections and error
   assert.throws(() => obj.updateElem('big_hash', u32(1), u64(1, 2)), (e: NativeError) => e.code === 'EINVAL');
   assert.throws(() => obj.updateElem('no_such_map', u32(1), u64(1)), (e: NativeError) => e.code === 'ENOENT');
   obj.close();
+});
+
+test('btf() of a loaded object is what objectBtf() reads from the file without loading it', async (t) => {
+  const native = setup(t);
+  if (!native) return;
+  const obj = open(native, 'native_counters', { skipPrograms: ['ktn_bad_attach'] });
+  const btf = obj.btf();
+  assert.deepEqual(btf, native.objectBtf(fixture('native_counters')));
+  assert.deepEqual(btf.maps.big_hash, { key: { kind: 'int', name: 'unsigned long long', size: 8 }, value: btf.maps.big_hash!.value });
+  assert.equal(btf.maps.big_hash!.value!.size, 16);
+  obj.close();
+  assert.throws(() => obj.btf(), (e: NativeError) => e.code === 'EBADF');
+  assert.throws(() => native.objectBtf('/nonexistent.bpf.o'), (e: NativeError) => e.code === 'ENOENT' && e.message.includes('/nonexistent.bpf.o'));
 });
 
 test('deleteKeys deletes what exists and says how many', async (t) => {
