@@ -1,5 +1,5 @@
 /**
- * The native addon (native/kerntap_native.cc) against the real kernel, with
+ * The native addon (native/*.cc) against the real kernel, with
  * the fixture objects from test/fixtures/bpf (built into bpf/out/test by
  * `make -C bpf`):
  *  - per-CPU values summed natively equal the same counters kept with atomics,
@@ -234,7 +234,7 @@ test('per-CPU multi-word values summed natively equal the same counters kept wit
   const present = stacks.keys.readUInt32LE(0);
   let absent = 0;
   while (ids.has(BigInt(absent))) absent++;
-  assert.equal(obj.deleteKeys('stacks', Buffer.concat([u32(present), u32(absent)])), 1);
+  assert.equal(await obj.deleteKeys('stacks', Buffer.concat([u32(present), u32(absent)])), 1);
   assert.equal((await obj.readMap('stacks')).count, stacks.count - 1);
   obj.close();
 });
@@ -341,6 +341,19 @@ test('readMap and updateElem refuse what they cannot do, as rejections and error
   obj.close();
 });
 
+test('btf() of a loaded object is what objectBtf() reads from the file without loading it', async (t) => {
+  const native = setup(t);
+  if (!native) return;
+  const obj = open(native, 'native_counters', { skipPrograms: ['ktn_bad_attach'] });
+  const btf = obj.btf();
+  assert.deepEqual(btf, native.objectBtf(fixture('native_counters')));
+  assert.deepEqual(btf.maps.big_hash, { key: { kind: 'int', name: 'unsigned long long', size: 8 }, value: btf.maps.big_hash!.value });
+  assert.equal(btf.maps.big_hash!.value!.size, 16);
+  obj.close();
+  assert.throws(() => obj.btf(), (e: NativeError) => e.code === 'EBADF');
+  assert.throws(() => native.objectBtf('/nonexistent.bpf.o'), (e: NativeError) => e.code === 'ENOENT' && e.message.includes('/nonexistent.bpf.o'));
+});
+
 test('deleteKeys deletes what exists and says how many', async (t) => {
   const native = setup(t);
   if (!native) return;
@@ -354,15 +367,15 @@ test('deleteKeys deletes what exists and says how many', async (t) => {
     if (i % 10 === 5) keys.push(1_000_000 + i);
   }
   const buf = u64(...keys);
-  assert.equal(obj.deleteKeys('big_hash', buf), 100);
+  assert.equal(await obj.deleteKeys('big_hash', buf), 100);
   const left = entries(await obj.readMap('big_hash'));
   assert.equal(left.size, 5900);
   for (let i = 0; i < 100; i++) assert.ok(!left.has(BigInt(i * 50)), `key ${i * 50} deleted`);
   assert.deepEqual(left.get(1n), [1n, 1n], 'others kept');
-  assert.equal(obj.deleteKeys('big_hash', buf), 0, 'nothing left to delete');
-  assert.equal(obj.deleteKeys('big_hash', Buffer.alloc(0)), 0);
-  assert.throws(() => obj.deleteKeys('big_hash', Buffer.alloc(12)), (e: NativeError) => e.code === 'EINVAL');
-  assert.throws(() => obj.deleteKeys('pc_array', u32(1)), (e: NativeError) => e.code === 'EINVAL', 'arrays cannot delete');
+  assert.equal(await obj.deleteKeys('big_hash', buf), 0, 'nothing left to delete');
+  assert.equal(await obj.deleteKeys('big_hash', Buffer.alloc(0)), 0);
+  await assert.rejects(obj.deleteKeys('big_hash', Buffer.alloc(12)), (e: NativeError) => e.code === 'EINVAL');
+  await assert.rejects(obj.deleteKeys('pc_array', u32(1)), (e: NativeError) => e.code === 'EINVAL', 'arrays cannot delete');
   obj.close();
 });
 
