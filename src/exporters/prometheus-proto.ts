@@ -25,15 +25,18 @@ import { labelPlan, RenderSlice } from './prometheus.js';
 export const PROTOBUF_CONTENT_TYPE = 'application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited';
 
 
-let messageTypes: { family: protobuf.Type; metricType: protobuf.Enum } | undefined;
+/**
+ * The client_model types (keepCase: field names as in the .proto). Loaded at
+ * startup (~10 ms), not by the first protobuf scrape, which would block the
+ * event loop for that long on top of its own encoding.
+ */
+const model = (() => {
+  const root = new protobuf.Root().loadSync(path.join(packageRoot(), 'proto/io/prometheus/client/metrics.proto'), { keepCase: true });
+  return { family: root.lookupType('io.prometheus.client.MetricFamily'), metricType: root.lookupEnum('io.prometheus.client.MetricType') };
+})();
 
-/** The client_model types, loaded on the first protobuf scrape (keepCase: field names as in the .proto). */
 export function clientModel(): { family: protobuf.Type; metricType: protobuf.Enum } {
-  if (!messageTypes) {
-    const root = new protobuf.Root().loadSync(path.join(packageRoot(), 'proto/io/prometheus/client/metrics.proto'), { keepCase: true });
-    messageTypes = { family: root.lookupType('io.prometheus.client.MetricFamily'), metricType: root.lookupEnum('io.prometheus.client.MetricType') };
-  }
-  return messageTypes;
+  return model;
 }
 
 /** Metrics per encoded piece of a family: small enough to yield between, big enough to amortise the call. */
