@@ -12,7 +12,7 @@ export const haveReceiver = () => existsSync(RECEIVER_PYTHON);
 
 /** OTLP JSON (as google.protobuf.json_format.MessageToDict renders it). */
 export interface OtlpRecord {
-  format: 'protobuf' | 'json';
+  format: 'protobuf' | 'json' | 'grpc';
   status: number;
   authorization: string | null;
   encoding: string | null;
@@ -43,9 +43,12 @@ export interface Receiver {
   stop(): Promise<void>;
 }
 
-export async function startReceiver(failFirstRequests = 0, tls?: { cert: string; key: string; clientCa?: string }): Promise<Receiver> {
+/** grpc: serve OTLP/gRPC (the url is then scheme://host:port); 'identity-only' refuses compressed calls. */
+export async function startReceiver(failFirstRequests = 0, tls?: { cert: string; key: string; clientCa?: string }, grpc: boolean | 'identity-only' = false): Promise<Receiver> {
   const args = [
     path.join(ROOT, 'test/helpers/otlp_receiver.py'),
+    ...(grpc ? ['--grpc'] : []),
+    ...(grpc === 'identity-only' ? ['--identity-only'] : []),
     ...(failFirstRequests ? ['--fail-first-requests', String(failFirstRequests)] : []),
     ...(tls ? ['--tls', tls.cert, tls.key, ...(tls.clientCa ? ['--client-ca', tls.clientCa] : [])] : []),
   ];
