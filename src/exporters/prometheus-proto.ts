@@ -24,14 +24,19 @@ import { labelPlan, RenderSlice } from './prometheus.js';
 
 export const PROTOBUF_CONTENT_TYPE = 'application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited';
 
-
 /**
  * The client_model types (keepCase: field names as in the .proto). Loaded at
  * startup (~10 ms), not by the first protobuf scrape, which would block the
  * event loop for that long on top of its own encoding.
  */
 const model = (() => {
-  const root = new protobuf.Root().loadSync(path.join(packageRoot(), 'proto/io/prometheus/client/metrics.proto'), { keepCase: true });
+  const file = path.join(packageRoot(), 'proto/io/prometheus/client/metrics.proto');
+  let root: protobuf.Root;
+  try {
+    root = new protobuf.Root().loadSync(file, { keepCase: true });
+  } catch (err) {
+    throw new Error(`cannot load the Prometheus exposition schema ${file}: ${(err as Error).message}`);
+  }
   return { family: root.lookupType('io.prometheus.client.MetricFamily'), metricType: root.lookupEnum('io.prometheus.client.MetricType') };
 })();
 

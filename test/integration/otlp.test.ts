@@ -13,8 +13,8 @@ import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value, type Sample } from '../helpers/exposition.js';
 import {
-  attributesOf, haveReceiver, labelsOf, metricsOf, promSamplesOf, sampleKey, startReceiver,
-  type OtlpRecord, type Receiver,
+  attributesOf, haveReceiver, labelsOf, matchingSnapshot, metricsOf, promSamplesOf, sampleKey, startReceiver,
+  type Receiver,
 } from '../helpers/otlp.js';
 
 const running: { stop(): Promise<unknown> }[] = [];
@@ -29,19 +29,6 @@ async function setup(env: Record<string, string>, args: string[] = [], failFirst
   const exporter = await startExporter(args, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '500', ...env } });
   running.push(exporter);
   return { receiver, exporter };
-}
-
-/** Groups OTLP requests by snapshot time and finds the one that renders to exactly these samples. */
-function matchingSnapshot(records: OtlpRecord[], prom: Sample[]): { missing: string[]; record?: OtlpRecord } {
-  const want = new Map(prom.map((s) => [sampleKey(s), s.value]));
-  let best: string[] = [...want.keys()];
-  for (const record of records) {
-    const got = new Map(promSamplesOf(metricsOf(record)).map((s) => [sampleKey(s), s.value]));
-    const missing = [...want].filter(([k, v]) => got.get(k) !== v).map(([k, v]) => `${k}=${v} (otlp ${got.get(k)})`);
-    if (missing.length === 0) return { missing, record };
-    if (missing.length < best.length) best = missing;
-  }
-  return { missing: best };
 }
 
 for (const protocol of ['http/protobuf', 'http/json', 'grpc'] as const) {
