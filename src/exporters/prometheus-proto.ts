@@ -25,9 +25,10 @@ import { labelPlan, RenderSlice } from './prometheus.js';
 export const PROTOBUF_CONTENT_TYPE = 'application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited';
 
 /**
- * The client_model types (keepCase: field names as in the .proto). Loaded at
- * startup (~10 ms), not by the first protobuf scrape, which would block the
- * event loop for that long on top of its own encoding.
+ * The client_model types (keepCase: field names as in the .proto). Loaded,
+ * and their encoders generated, at startup (~10 ms), not by the first
+ * protobuf scrape, which would block the event loop for that long on top of
+ * its own encoding.
  */
 const model = (() => {
   const file = path.join(packageRoot(), 'proto/io/prometheus/client/metrics.proto');
@@ -37,7 +38,18 @@ const model = (() => {
   } catch (err) {
     throw new Error(`cannot load the Prometheus exposition schema ${file}: ${(err as Error).message}`);
   }
-  return { family: root.lookupType('io.prometheus.client.MetricFamily'), metricType: root.lookupEnum('io.prometheus.client.MetricType') };
+  const family = root.lookupType('io.prometheus.client.MetricFamily');
+  // protobufjs generates each type's encoder on first use: one of every kind now.
+  const ts = { seconds: 0, nanos: 0 };
+  family.encode({
+    name: 'warm_up', help: '', type: 0,
+    metric: [
+      { label: [{ name: 'a', value: 'b' }], counter: { value: 0, created_timestamp: ts } },
+      { gauge: { value: 0 } },
+      { histogram: { sample_count: 0, sample_sum: 0, bucket: [{ upper_bound: 1, cumulative_count: 0 }], created_timestamp: ts, schema: 0, zero_threshold: 0, zero_count: 0, positive_span: [{ offset: 0, length: 1 }], positive_delta: [1] } },
+    ],
+  }).finish();
+  return { family, metricType: root.lookupEnum('io.prometheus.client.MetricType') };
 })();
 
 export function clientModel(): { family: protobuf.Type; metricType: protobuf.Enum } {
@@ -45,7 +57,7 @@ export function clientModel(): { family: protobuf.Type; metricType: protobuf.Enu
 }
 
 /** Metrics per encoded piece of a family: small enough to yield between, big enough to amortise the call. */
-const METRICS_PER_PIECE = 512;
+const METRICS_PER_PIECE = 128;
 
 /** Native buckets may span a gap of this many empty buckets instead of opening a new span (as client_golang does). */
 const MAX_SPAN_GAP = 2;
