@@ -26,6 +26,7 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/bin bin
 COPY --from=build /src/dist/src dist/src
+COPY proto proto
 COPY --from=build /src/bpf/out/*.bpf.o bpf/out/
 COPY --from=build /src/build/Release/kerntap_native.node build/Release/
 # uid 0, but with only CAP_BPF and CAP_PERFMON granted by the runtime

@@ -13,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadNative } from '../src/bpf/native.js';
 import { renderExposition } from '../src/exporters/prometheus.js';
+import { renderProtobuf } from '../src/exporters/prometheus-proto.js';
 import { defineMetric } from '../src/model/metric.js';
 import { numberFamily, type Family, type RawFamily, type Snapshot } from '../src/model/snapshot.js';
 import { SeriesTracker } from '../src/series.js';
@@ -434,7 +435,8 @@ async function longestBlock<T>(work: () => Promise<T>): Promise<{ result: T; ms:
  * Poll bookkeeping (SeriesTracker) and /metrics rendering for n series, as the
  * poller does it: counter families of up to 10k series (the default
  * limits.max_series_per_metric) with 4 labels, flow-like values; rendering
- * also through prom-client's Registry, the baseline (same bytes). Medians of
+ * also through prom-client's Registry, the baseline (same bytes), and in the
+ * protobuf exposition (counters with created timestamps). Medians of
  * three polls after the first (steady state: every series already tracked);
  * the longest block is the worst of the three.
  */
@@ -469,9 +471,11 @@ async function seriesCost() {
       const render = await longestBlock(() => renderExposition(snapshot, 'text'));
       const baseline = await longestBlock(() => renderWithPromClient(snapshot, 'text'));
       if (baseline.result !== render.result.toString('utf8')) throw new Error(`render of ${n} series differs from prom-client's`);
+      const proto = await longestBlock(() => renderProtobuf(snapshot));
       runs.push({
         trackMs, trackBlockMs, renderMs: render.ms, renderCpuMs: render.cpuMs, maxBlockMs: render.maxBlockMs, body: render.result,
         promClientMs: baseline.ms, promClientBlockMs: baseline.maxBlockMs,
+        protobufMs: proto.ms, protobufBlockMs: proto.maxBlockMs, protobufBytes: proto.result.length,
       });
     }
     const body = runs.at(-1)!.body;
@@ -480,9 +484,10 @@ async function seriesCost() {
       maxEventLoopBlockMs: Math.max(...runs.map((r) => r.maxBlockMs)),
       promClientRenderMs: median(runs.map((r) => r.promClientMs)), promClientMaxBlockMs: Math.max(...runs.map((r) => r.promClientBlockMs)),
       renderRatio: median(runs.map((r) => r.renderMs / r.promClientMs)), bytes: body.length, lines: parseExposition(body.toString('utf8')).length,
+      protobufRenderMs: median(runs.map((r) => r.protobufMs)), protobufMaxBlockMs: Math.max(...runs.map((r) => r.protobufBlockMs)), protobufBytes: runs.at(-1)!.protobufBytes,
     };
     out.push(row);
-    log(`series ${n}: bookkeeping ${row.trackMs.toFixed(0)} ms (longest block ${row.trackMaxBlockMs.toFixed(0)} ms), render ${row.renderMs.toFixed(0)} ms (${row.renderRatio.toFixed(2)}× prom-client's), longest block ${row.maxEventLoopBlockMs.toFixed(0)} ms`);
+    log(`series ${n}: bookkeeping ${row.trackMs.toFixed(0)} ms (longest block ${row.trackMaxBlockMs.toFixed(0)} ms), render ${row.renderMs.toFixed(0)} ms (${row.renderRatio.toFixed(2)}× prom-client's), longest block ${row.maxEventLoopBlockMs.toFixed(0)} ms; protobuf ${row.protobufRenderMs.toFixed(0)} ms, longest block ${row.protobufMaxBlockMs.toFixed(0)} ms`);
   }
   return out;
 }
