@@ -16,9 +16,11 @@ import { randomUUID } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { detectCgroup2Root } from '../../src/cgroup/mount.js';
+import { parseExposition, type Sample } from './exposition.js';
 
 const run = promisify(execFile);
 
@@ -62,11 +64,11 @@ export interface Runtime {
 }
 
 /** Busybox rootfs with `sleep forever` as its command (CRI's sandbox image needs one). */
-function buildRootfs(dir: string): string {
+export function buildRootfs(dir: string): string {
   const rootfs = path.join(dir, 'rootfs');
   mkdirSync(path.join(rootfs, 'bin'), { recursive: true });
   copyFileSync(BUSYBOX, path.join(rootfs, 'bin/busybox'));
-  for (const applet of ['sh', 'sleep', 'date', 'nc', 'wget', 'head', 'cat', 'grep']) symlinkSync('busybox', path.join(rootfs, 'bin', applet));
+  for (const applet of ['sh', 'sleep', 'date', 'nc', 'wget', 'head', 'cat', 'grep', 'seq']) symlinkSync('busybox', path.join(rootfs, 'bin', applet));
   const tar = path.join(dir, 'rootfs.tar');
   execFileSync('tar', ['-C', rootfs, '-cf', tar, '.']);
   return tar;
@@ -91,7 +93,7 @@ export function cgroupExists(cgroup: string): boolean {
   return existsSync(path.join(detectCgroup2Root(), cgroup));
 }
 
-async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 30_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let lastError: unknown;
   for (;;) {
@@ -144,7 +146,7 @@ async function pidOfCli(cli: string[], name: string): Promise<number> {
 }
 
 /** docker and podman: the same CLI verbs. */
-class CliRuntime implements Runtime {
+export class CliRuntime implements Runtime {
   constructor(
     readonly kind: 'docker' | 'podman',
     readonly socket: string,
@@ -157,8 +159,9 @@ class CliRuntime implements Runtime {
     return this.daemon.pid;
   }
 
-  private exec(args: string[]): Promise<string> {
-    return run(this.cli[0]!, [...this.cli.slice(1), ...args], { env: { ...process.env, ...this.env } }).then((r) => r.stdout.trim());
+  /** Runs the runtime's CLI against the test daemon; resolves with its trimmed stdout. */
+  exec(args: string[], env: NodeJS.ProcessEnv = {}): Promise<string> {
+    return run(this.cli[0]!, [...this.cli.slice(1), ...args], { env: { ...process.env, ...this.env, ...env }, maxBuffer: 64 << 20 }).then((r) => r.stdout.trim());
   }
 
   async start(name: string, script: string): Promise<RealContainer> {
@@ -182,7 +185,7 @@ class CliRuntime implements Runtime {
   }
 }
 
-export async function startDocker(dir: string, rootfsTar: string): Promise<Runtime> {
+export async function startDocker(dir: string, rootfsTar: string): Promise<CliRuntime> {
   const socket = path.join(dir, 'docker.sock');
   const daemon = new Daemon(path.join(dir, 'dockerd.log'), '/usr/sbin/dockerd', [
     '--host', `unix://${socket}`, '--exec-opt', 'native.cgroupdriver=cgroupfs',
@@ -214,7 +217,7 @@ function podmanSetup(dir: string): { cli: string[]; env: NodeJS.ProcessEnv } {
   };
 }
 
-export async function startPodman(dir: string, rootfsTar: string): Promise<Runtime> {
+export async function startPodman(dir: string, rootfsTar: string): Promise<CliRuntime> {
   const { cli, env } = podmanSetup(dir);
   await run(cli[0]!, [...cli.slice(1), 'import', ...IMPORT_CHANGES.flatMap((c) => ['--change', c]), rootfsTar, IMAGE], { env: { ...process.env, ...env } });
   const socket = path.join(dir, 'podman.sock');
@@ -399,38 +402,47 @@ function removeCgroupTree(dir: string): void {
   try { rmdirSync(dir); } catch { /* busy: left for whoever still uses it */ }
 }
 
+export type RuntimeKind = 'docker' | 'podman' | 'containerd';
+
 export interface Runtimes {
   dir: string;
-  docker: Runtime;
-  podman: Runtime;
-  containerd: Runtime;
+  docker?: CliRuntime;
+  podman?: CliRuntime;
+  containerd?: Runtime;
   all: Runtime[];
   teardown(): Promise<void>;
 }
 
 /**
- * Starts all three runtimes (podman's image store is also where the CRI's
- * docker archive comes from, so podman goes first).
+ * Starts the runtimes asked for (podman's image store is also where the
+ * CRI's docker archive comes from, so podman goes first when either is asked).
  */
-export async function startRuntimes(): Promise<Runtimes> {
+export async function startRuntimes(kinds: RuntimeKind[] = ['docker', 'podman', 'containerd']): Promise<Runtimes> {
   const dir = mkdtempSync(path.join(tmpdir(), 'kt-runtimes-'));
   const tar = buildRootfs(dir);
-  const started: Runtime[] = [];
+  const out: Runtimes = { dir, all: [], teardown: async () => undefined };
   const cgroupsMade = newRuntimeCgroups();
-  const teardown = async () => {
-    for (const r of started.reverse()) await r.stop().catch(() => undefined);
+  out.teardown = async () => {
+    for (const r of [...out.all].reverse()) await r.stop().catch(() => undefined);
     unmountUnder(dir);
     for (const cg of cgroupsMade) removeCgroupTree(cg);
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    const podman = await startPodman(dir, tar);
-    started.push(podman);
-    const [docker, containerd] = await Promise.all([startDocker(dir, tar), startContainerd(dir)]);
-    started.push(docker, containerd);
-    return { dir, docker, podman, containerd, all: [docker, podman, containerd], teardown };
+    if (kinds.includes('podman') || kinds.includes('containerd')) {
+      const podman = await startPodman(dir, tar);
+      out.all.push(podman);
+      if (kinds.includes('podman')) out.podman = podman;
+    }
+    const [docker, containerd] = await Promise.all([
+      kinds.includes('docker') ? startDocker(dir, tar) : undefined,
+      kinds.includes('containerd') ? startContainerd(dir) : undefined,
+    ]);
+    for (const r of [docker, containerd]) if (r) out.all.push(r);
+    Object.assign(out, { docker, containerd });
+    return out;
   } catch (err) {
-    await teardown();
+    await out.teardown();
     throw err;
   }
 }
@@ -474,3 +486,40 @@ export class Veth {
 
 /** Shell for a container: wait until the test's veth is up (see Veth). */
 export const WAIT_FOR_VETH = 'until grep -q up /sys/class/net/kt0/operstate 2>/dev/null; do sleep 0.05; done';
+
+/**
+ * A TCP server on all addresses that reads `request` bytes per connection,
+ * answers `response` bytes and closes; it counts what it received and sent,
+ * the reference for a client container's bytes.
+ */
+export async function startCountingServer(port: number, request: number, response: number) {
+  const counts = { received: 0, sent: 0, connections: 0 };
+  const server = net.createServer((sock) => {
+    let got = 0;
+    sock.on('data', (d) => {
+      counts.received += d.length;
+      // The whole request is in: answer and close (busybox nc reads until the server's FIN).
+      if (got < request && (got += d.length) >= request) sock.end(Buffer.alloc(response, 120));
+    });
+    sock.on('close', () => {
+      counts.sent += sock.bytesWritten;
+      counts.connections++;
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(port, '0.0.0.0', resolve));
+  return {
+    port,
+    counts,
+    /** The container's script: `n` connections to host:port, each sending `request` bytes. */
+    clientScript: (host: string, n: number) => `for i in $(seq ${n}); do head -c ${request} /dev/zero | nc ${host} ${port} >/dev/null; done`,
+    async waitForConnections(n: number, timeoutMs = 30_000): Promise<void> {
+      await waitFor(`${n} connections to port ${port}`, () => (counts.connections >= n ? true : undefined), timeoutMs);
+    },
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+/** Scrapes `scrape()` every 250 ms until check() returns a value; fails after the deadline. */
+export async function untilMetrics<T>(scrape: () => Promise<string>, what: string, check: (s: Sample[]) => T | undefined, timeoutMs = 30_000): Promise<T> {
+  return waitFor(what, async () => check(parseExposition(await scrape())), timeoutMs);
+}

@@ -10,13 +10,12 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import net from 'node:net';
 import { bpfUnavailable, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { parseExposition, find, type Sample } from '../helpers/exposition.js';
 import { freePort, total } from '../helpers/net.js';
 import {
-  cgroupExists, cpuUsageUsec, missingRuntimeTools, startRuntimes, Veth, WAIT_FOR_VETH,
+  cgroupExists, cpuUsageUsec, missingRuntimeTools, startCountingServer, startRuntimes, untilMetrics, Veth, WAIT_FOR_VETH,
   type RealContainer, type Runtime, type Runtimes,
 } from '../helpers/realruntimes.js';
 
@@ -37,7 +36,7 @@ function configFor(r: Runtimes): string {
     // The test daemons' sockets are root's 0600/0660: no privilege drop here (the image test covers it).
     'security:', '  drop_privileges: false',
     'cgroup:', `  ttl: ${TTL_MS}ms`, '  runtime_sockets:',
-    `    docker: ${r.docker.socket}`, `    podman: ${r.podman.socket}`, `    containerd: ${r.containerd.socket}`, "    crio: ''", '',
+    ...r.all.map((rt) => `    ${rt.kind}: ${rt.socket}`), "    crio: ''", '',
   ].join('\n');
 }
 
@@ -64,17 +63,8 @@ async function scrape(e: Exporter = exporter!): Promise<Sample[]> {
   return parseExposition(await e.scrape());
 }
 
-/** Polls /metrics until check() returns a value (or the deadline passes, with the last failure). */
-async function until<T>(what: string, check: (s: Sample[]) => T | undefined, e?: Exporter, timeoutMs = 30_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let samples: Sample[] = [];
-  for (;;) {
-    samples = await scrape(e);
-    const v = check(samples);
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await new Promise((r) => setTimeout(r, 250));
-  }
+function until<T>(what: string, check: (s: Sample[]) => T | undefined, e: Exporter = exporter!, timeoutMs = 30_000): Promise<T> {
+  return untilMetrics(() => e.scrape(), what, check, timeoutMs);
 }
 
 async function startContainer(r: Runtime, name: string, script: string): Promise<RealContainer> {
@@ -101,7 +91,7 @@ const burners = new Map<string, RealContainer>();
 const suffix = process.pid.toString(36);
 
 for (const kind of ['docker', 'podman', 'containerd'] as const) {
-  const rt = () => runtimes![kind];
+  const rt = () => runtimes![kind]!;
 
   test(`${kind}: a CPU-burning container's series has its id, name and runtime, CPU within 1% of its cpu.stat`, async (t) => {
     if (!ready(t)) return;
@@ -124,35 +114,17 @@ for (const kind of ['docker', 'podman', 'containerd'] as const) {
     const REQUEST = 7000;
     const RESPONSE = 5000;
     const CONNECTIONS = 3;
-    const port = await freePort();
     const veth = new Veth();
     undo.push(() => veth.destroy());
-    let received = 0;
-    let sent = 0;
-    let done = 0;
-    const server = net.createServer((sock) => {
-      let got = 0;
-      sock.on('data', (d) => {
-        received += d.length;
-        // The whole request is in: answer and close (busybox nc reads until the server's FIN).
-        if (got < REQUEST && (got += d.length) >= REQUEST) sock.end(Buffer.alloc(RESPONSE, 120));
-      });
-      sock.on('close', () => {
-        sent += sock.bytesWritten;
-        done++;
-      });
-    });
-    await new Promise<void>((resolve) => server.listen(port, '0.0.0.0', resolve));
-    undo.push(() => new Promise((r) => server.close(r)));
-    const script = `${WAIT_FOR_VETH}; for i in ${Array.from({ length: CONNECTIONS }, (_, i) => i + 1).join(' ')}; do head -c ${REQUEST} /dev/zero | nc ${veth.hostAddr} ${port} >/dev/null; done; ${FOREVER}`;
-    const c = await startContainer(rt(), `kt-tcp-${kind}-${suffix}`, script);
+    const server = await startCountingServer(await freePort(), REQUEST, RESPONSE);
+    undo.push(() => server.close());
+    const c = await startContainer(rt(), `kt-tcp-${kind}-${suffix}`, `${WAIT_FOR_VETH}; ${server.clientScript(veth.hostAddr, CONNECTIONS)}; ${FOREVER}`);
     veth.attach(c.pid);
-    const deadline = Date.now() + 30_000;
-    while (done < CONNECTIONS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-    assert.equal(done, CONNECTIONS, 'the container made its connections');
+    await server.waitForConnections(CONNECTIONS);
+    const { received, sent } = server.counts;
     assert.equal(received, REQUEST * CONNECTIONS);
     assert.equal(sent, RESPONSE * CONNECTIONS);
-    const flow = { cgroup: c.cgroup, container_id: c.id, container_name: c.name, role: 'client', peer: veth.hostAddr, peer_port: String(port) };
+    const flow = { cgroup: c.cgroup, container_id: c.id, container_name: c.name, role: 'client', peer: veth.hostAddr, peer_port: String(server.port) };
     const [bytesSent, bytesReceived] = await until(`${kind}: client bytes of ${c.name}`, (s) => {
       const out = total(s, 'kerntap_tcp_sent_bytes_total', flow);
       const inb = total(s, 'kerntap_tcp_received_bytes_total', flow);
@@ -176,7 +148,7 @@ for (const kind of ['docker', 'podman', 'containerd'] as const) {
     while (cgroupExists(first.cgroup) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
     assert.ok(!cgroupExists(first.cgroup), `${kind} removed ${first.cgroup} when the container exited`);
     const goneAt = Date.now();
-    await until(`${kind}: series of exited ${name} dropped`, (s) => find(s, CPU, { cgroup: first.cgroup }).length === 0 || undefined, undefined, TTL_MS + 15_000)
+    await until(`${kind}: series of exited ${name} dropped`, (s) => find(s, CPU, { cgroup: first.cgroup }).length === 0 || undefined, exporter, TTL_MS + 15_000)
       .catch(async (err: Error) => {
         throw new Error(`${err.message}: ${JSON.stringify(find(await scrape(), CPU, { cgroup: first.cgroup }))}`);
       });
