@@ -164,6 +164,12 @@ export class CliRuntime implements Runtime {
     return run(this.cli[0]!, [...this.cli.slice(1), ...args], { env: { ...process.env, ...this.env, ...env }, maxBuffer: 64 << 20 }).then((r) => r.stdout.trim());
   }
 
+  /** A container's output, stdout and stderr interleaved. */
+  async logs(id: string): Promise<string> {
+    const { stdout } = await run('sh', ['-c', '"$@" 2>&1', 'sh', ...this.cli, 'logs', id], { env: { ...process.env, ...this.env }, maxBuffer: 64 << 20 });
+    return stdout;
+  }
+
   async start(name: string, script: string): Promise<RealContainer> {
     const id = await this.exec(['run', '-d', '--name', name, '--network', 'none', IMAGE, 'sh', '-c', script]);
     const pid = await waitFor(`${this.kind} container ${name} running`, async () => (await pidOfCli([...this.cli], name)) || undefined);
