@@ -34,3 +34,7 @@ if [[ ! -x $prom3 || $(cat "$prom3.version" 2>/dev/null) != "$PROM3_MODULE_VERSI
     echo "$PROM3_MODULE_VERSION" >"$prom3.version"
   fi
 fi
+
+# The base image for test/integration/image.test.ts, which builds the
+# Dockerfile where no image registry is reachable (about a minute; cached).
+bash scripts/image-bases.sh >/dev/null

@@ -20,7 +20,8 @@ import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import protobuf from 'protobufjs';
 import { detectCgroup2Root } from '../../src/cgroup/mount.js';
-import { parseExposition, type Sample } from './exposition.js';
+import { find, parseExposition, type Sample } from './exposition.js';
+import { total } from './net.js';
 
 const run = promisify(execFile);
 
@@ -528,4 +529,56 @@ export async function startCountingServer(port: number, request: number, respons
 /** Scrapes `scrape()` every 250 ms until check() returns a value; fails after the deadline. */
 export async function untilMetrics<T>(scrape: () => Promise<string>, what: string, check: (s: Sample[]) => T | undefined, timeoutMs = 30_000): Promise<T> {
   return waitFor(what, async () => check(parseExposition(await scrape())), timeoutMs);
+}
+
+/**
+ * Known client traffic from a container: `connections` connections of
+ * `request` bytes out and `response` bytes back, to a counting server on
+ * the host through a veth into the container. The container runs `script`
+ * (it waits for the veth); start() gives it the veth and waits for the
+ * connections.
+ */
+export async function startTraffic(connections: number, request: number, response: number, port: number) {
+  const veth = new Veth();
+  const server = await startCountingServer(port, request, response);
+  return {
+    server,
+    script: `${WAIT_FOR_VETH}; ${server.clientScript(veth.hostAddr, connections)}`,
+    async start(c: RealContainer): Promise<void> {
+      veth.attach(c.pid);
+      await server.waitForConnections(connections);
+      if (server.counts.received !== request * connections || server.counts.sent !== response * connections) {
+        throw new Error(`the server counted ${server.counts.received} B in, ${server.counts.sent} B out, not ${request * connections} and ${response * connections}`);
+      }
+    },
+    /** Labels of the container's client flow to the server. */
+    flow: (labels: Record<string, string>) => ({ ...labels, role: 'client', peer: veth.hostAddr, peer_port: String(port) }),
+    async close(): Promise<void> {
+      veth.destroy();
+      await server.close();
+    },
+  };
+}
+
+/** Waits until the series with these labels is the only one and within 1% of the container cgroup's cpu.stat; returns both values. */
+export function expectCpuMatches(scrape: () => Promise<string>, c: RealContainer, labels: Record<string, string>): Promise<[number, number]> {
+  return untilMetrics(scrape, `series ${JSON.stringify(labels)} within 1% of cpu.stat`, (s) => {
+    const series = find(s, 'kerntap_cgroup_cpu_time_seconds_total', labels);
+    const usage = cpuUsageUsec(c.cgroup) / 1e6;
+    return series.length === 1 && Math.abs(series[0]!.value / usage - 1) < 0.01 ? [series[0]!.value, usage] : undefined;
+  });
+}
+
+/** Waits until the container's client bytes on /metrics are exactly what the server counted. */
+export async function expectTrafficExact(scrape: () => Promise<string>, traffic: Awaited<ReturnType<typeof startTraffic>>, labels: Record<string, string>): Promise<void> {
+  const flow = traffic.flow(labels);
+  const { received, sent } = traffic.server.counts;
+  const bytes = (s: Sample[]) => [total(s, 'kerntap_tcp_sent_bytes_total', flow), total(s, 'kerntap_tcp_received_bytes_total', flow)];
+  await untilMetrics(scrape, `client bytes of ${JSON.stringify(labels)}`, (s) => {
+    const [out, inb] = bytes(s);
+    return out === received && inb === sent ? true : undefined;
+  }).catch(async (err: Error) => {
+    const [out, inb] = bytes(parseExposition(await scrape()));
+    throw new Error(`${err.message}: kerntap says ${out} B sent, ${inb} B received; the server received ${received} B and sent ${sent} B`);
+  });
 }

@@ -16,12 +16,11 @@ import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { ROOT, bpfUnavailable, requireBpf, requireTool } from '../helpers/env.js';
-import { find } from '../helpers/exposition.js';
-import { freePort, total } from '../helpers/net.js';
+import { freePort } from '../helpers/net.js';
 import { kernelAtLeast } from '../../src/privileges.js';
 import { detectCgroup2Root } from '../../src/cgroup/mount.js';
 import {
-  cpuUsageUsec, missingRuntimeTools, startCountingServer, startRuntimes, untilMetrics, Veth, waitFor, WAIT_FOR_VETH,
+  expectCpuMatches, expectTrafficExact, missingRuntimeTools, startRuntimes, startTraffic, waitFor,
   type CliRuntime, type Runtimes,
 } from '../helpers/realruntimes.js';
 
@@ -90,30 +89,16 @@ test('the Dockerfile builds, and the image run as in docker-compose.yml observes
   await waitFor('kerntap in its container serving /metrics', () => scrape().then(() => true), 60_000);
 
   // Another container: burns CPU, then makes connections through a veth to the test's server.
-  const REQUEST = 9000;
-  const RESPONSE = 4000;
-  const CONNECTIONS = 4;
-  const veth = new Veth();
-  undo.push(() => veth.destroy());
-  const server = await startCountingServer(await freePort(), REQUEST, RESPONSE);
-  undo.push(() => server.close());
+  const traffic = await startTraffic(4, 9000, 4000, await freePort());
+  undo.push(() => traffic.close());
   const name = 'kt-observed';
-  const c = await docker.start(name, `i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done; ${WAIT_FOR_VETH}; ${server.clientScript(veth.hostAddr, CONNECTIONS)}; exec sleep 2147483647`);
+  const c = await docker.start(name, `i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done; ${traffic.script}; exec sleep 2147483647`);
   undo.push(() => docker.remove(c));
-  veth.attach(c.pid);
-  await server.waitForConnections(CONNECTIONS);
-  assert.equal(server.counts.received, REQUEST * CONNECTIONS);
-
+  await traffic.start(c);
   const who = { cgroup: c.cgroup, container_id: c.id, container_name: name, container_runtime_name: 'docker' };
-  const [cpu, usage] = await untilMetrics(scrape, `CPU series ${JSON.stringify(who)} within 1% of cpu.stat`, (s) => {
-    const series = find(s, 'kerntap_cgroup_cpu_time_seconds_total', who);
-    const usage = cpuUsageUsec(c.cgroup) / 1e6;
-    return series.length === 1 && Math.abs(series[0]!.value / usage - 1) < 0.01 ? [series[0]!.value, usage] : undefined;
-  });
+  const [cpu, usage] = await expectCpuMatches(scrape, c, who);
   t.diagnostic(`CPU: kerntap ${cpu.toFixed(4)} s, cpu.stat ${usage.toFixed(4)} s`);
-  const flow = { ...who, role: 'client', peer: veth.hostAddr, peer_port: String(server.port) };
-  await untilMetrics(scrape, `TCP bytes of ${name}: sent ${server.counts.received}, received ${server.counts.sent}`, (s) =>
-    total(s, 'kerntap_tcp_sent_bytes_total', flow) === server.counts.received && total(s, 'kerntap_tcp_received_bytes_total', flow) === server.counts.sent ? true : undefined);
+  await expectTrafficExact(scrape, traffic, who);
 
   // No privileges left: every thread of the kerntap process (host pid namespace: its pid is visible here).
   const pid = Number(await docker.exec(['inspect', '-f', '{{.State.Pid}}', kerntapId]));

@@ -13,9 +13,9 @@ import assert from 'node:assert/strict';
 import { bpfUnavailable, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { parseExposition, find, type Sample } from '../helpers/exposition.js';
-import { freePort, total } from '../helpers/net.js';
+import { freePort } from '../helpers/net.js';
 import {
-  cgroupExists, cpuUsageUsec, missingRuntimeTools, startCountingServer, startRuntimes, untilMetrics, Veth, WAIT_FOR_VETH,
+  cgroupExists, expectCpuMatches, expectTrafficExact, missingRuntimeTools, startRuntimes, startTraffic, untilMetrics,
   type RealContainer, type Runtime, type Runtimes,
 } from '../helpers/realruntimes.js';
 
@@ -100,40 +100,19 @@ for (const kind of ['docker', 'podman', 'containerd'] as const) {
     t.diagnostic(`${kind} container ${c.name} (${c.id}) in cgroup ${c.cgroup}`);
     const want = labelsOf(rt(), c);
     // Once the burn is over the container mostly sleeps: kerntap's series catches up with its cpu.stat.
-    const [got, usage] = await until(`${kind}: series ${JSON.stringify(want)} within 1% of cpu.stat`, (s) => {
-      const series = find(s, CPU, want);
-      const usage = cpuUsageUsec(c.cgroup) / 1e6;
-      return series.length === 1 && Math.abs(series[0]!.value / usage - 1) < 0.01 ? [series[0]!.value, usage] as const : undefined;
-    });
+    const [got, usage] = await expectCpuMatches(() => exporter!.scrape(), c, want);
     t.diagnostic(`kerntap ${got.toFixed(4)} s, cpu.stat ${usage.toFixed(4)} s`);
     assert.equal(find(await scrape(), CPU, { cgroup: c.cgroup }).length, 1, 'one series for the container');
   });
 
   test(`${kind}: TCP bytes of a container in its own network namespace, exact`, async (t) => {
     if (!ready(t)) return;
-    const REQUEST = 7000;
-    const RESPONSE = 5000;
-    const CONNECTIONS = 3;
-    const veth = new Veth();
-    undo.push(() => veth.destroy());
-    const server = await startCountingServer(await freePort(), REQUEST, RESPONSE);
-    undo.push(() => server.close());
-    const c = await startContainer(rt(), `kt-tcp-${kind}-${suffix}`, `${WAIT_FOR_VETH}; ${server.clientScript(veth.hostAddr, CONNECTIONS)}; ${FOREVER}`);
-    veth.attach(c.pid);
-    await server.waitForConnections(CONNECTIONS);
-    const { received, sent } = server.counts;
-    assert.equal(received, REQUEST * CONNECTIONS);
-    assert.equal(sent, RESPONSE * CONNECTIONS);
-    const flow = { cgroup: c.cgroup, container_id: c.id, container_name: c.name, role: 'client', peer: veth.hostAddr, peer_port: String(server.port) };
-    const [bytesSent, bytesReceived] = await until(`${kind}: client bytes of ${c.name}`, (s) => {
-      const out = total(s, 'kerntap_tcp_sent_bytes_total', flow);
-      const inb = total(s, 'kerntap_tcp_received_bytes_total', flow);
-      return out === received && inb === sent ? [out, inb] : undefined;
-    }).catch(async (err: Error) => {
-      const s = await scrape();
-      throw new Error(`${err.message}; kerntap: sent ${total(s, 'kerntap_tcp_sent_bytes_total', flow)} received ${total(s, 'kerntap_tcp_received_bytes_total', flow)}, the server: received ${received} sent ${sent}`);
-    });
-    t.diagnostic(`${c.name}: sent ${bytesSent} B, received ${bytesReceived} B, as the server counted`);
+    const traffic = await startTraffic(3, 7000, 5000, await freePort());
+    undo.push(() => traffic.close());
+    const c = await startContainer(rt(), `kt-tcp-${kind}-${suffix}`, `${traffic.script}; ${FOREVER}`);
+    await traffic.start(c);
+    await expectTrafficExact(() => exporter!.scrape(), traffic, { cgroup: c.cgroup, container_id: c.id, container_name: c.name });
+    t.diagnostic(`${c.name}: sent ${traffic.server.counts.received} B, received ${traffic.server.counts.sent} B, as the server counted`);
   });
 
   test(`${kind}: an exited container ages out after cgroup.ttl; the same name again is a new series`, async (t) => {
