@@ -1,7 +1,10 @@
 # kerntap image: a build stage with the toolchain, a runtime stage with Node 24 LTS,
 # libbpf and libelf only, plus the prebuilt BPF objects and addon.
 #   docker build -t kerntap .
-FROM node:24-bookworm-slim AS build
+# NODE_IMAGE: the base of both stages; where no registry is reachable,
+# scripts/image-bases.sh makes an equivalent from Debian and npm packages.
+ARG NODE_IMAGE=node:24-bookworm-slim
+FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 \
  && rm -rf /var/lib/apt/lists/*
@@ -17,7 +20,7 @@ RUN make -C bpf \
  && npx tsc -p tsconfig.build.json \
  && npm prune --omit=dev
 
-FROM node:24-bookworm-slim
+FROM ${NODE_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libbpf1 libelf1 zlib1g \
  && rm -rf /var/lib/apt/lists/*

@@ -69,3 +69,7 @@ EOF
   mv "$build/out/otelcol" "$otelcol"
   echo "$OTELCOL_VERSION" >"$otelcol.version"
 fi
+
+# The base image for test/integration/image.test.ts, which builds the
+# Dockerfile where no image registry is reachable (about a minute; cached).
+bash scripts/image-bases.sh >/dev/null
