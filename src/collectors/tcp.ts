@@ -93,7 +93,7 @@ const FLOW_WORDS = 7 + FAILURES.length;
 const FLOW_FAILED = 7;
 const RECORD_SIZE = 80;
 
-const portRange = z
+export const portRange = z
   .string()
   .regex(/^\d{1,5}-\d{1,5}$/, 'must look like "32768-60999"')
   .transform((s) => s.split('-').map(Number) as [number, number])
