@@ -334,18 +334,33 @@ static __always_inline bool on_data(struct conn *c, const __u8 *b, bool outbound
 	return false;
 }
 
+/* Reads up to KT_PEEK bytes at ptr into b (zero-filled); false if there are none. */
+static __always_inline bool peek(__u8 *b, __u64 ptr, __u64 len)
+{
+	__u32 n = len < KT_PEEK ? len : KT_PEEK;
+
+	__builtin_memset(b, 0, KT_PEEK + 1);
+	if (!ptr || n == 0)
+		return false;
+	/* Bounded for the verifier: n is 1..KT_PEEK. */
+	return bpf_probe_read_user(b, n & (2 * KT_PEEK - 1), (void *)ptr) == 0;
+}
+
+/* "HTTP/1.1 100 Continue\r\n\r\n": the final response may follow in the same read. */
+#define CONTINUE_LEN 25
+
 static __always_inline void on_buffer(struct conn_key *k, struct conn *c, __u64 ptr, __u64 len, bool outbound)
 {
 	__u8 b[KT_PEEK + 1];
-	__u32 n = len < KT_PEEK ? len : KT_PEEK;
 
-	__builtin_memset(b, 0, sizeof(b));
-	if (!ptr || n == 0)
+	if (!peek(b, ptr, len))
 		return;
-	/* Bounded for the verifier: n is 1..KT_PEEK. */
-	if (bpf_probe_read_user(b, n & (2 * KT_PEEK - 1), (void *)ptr))
+	if (on_data(c, b, outbound)) {
+		bpf_map_delete_elem(&conns, k);
 		return;
-	if (on_data(c, b, outbound))
+	}
+	if (len > CONTINUE_LEN && starts(b, "HTTP/1.1 100 Con", KT_PEEK) && peek(b, ptr + CONTINUE_LEN, len - CONTINUE_LEN) &&
+	    status_code(b) && on_data(c, b, outbound))
 		bpf_map_delete_elem(&conns, k);
 }
 
