@@ -7,6 +7,8 @@
                             POST /upload 201 (answers Expect: 100-continue); prints "ready"
   client PORT PLAN          runs PLAN (JSON list of {"path", "n", "conn": "keepalive"|"new",
                             "method", "status", "expect100"}), checks every status, exits 0
+  hold PORT N FILE          one keep-alive connection: GET /ok, print "ready", wait for FILE
+                            to exist, then N more GET /ok on the same connection
   raw PORT HEX[,HEX...] ... one connection per argument; each HEX payload is sent and a
                             response awaited (read until the server closes or a full response)
 """
@@ -92,6 +94,22 @@ def client(port, plan):
         keep.close()
 
 
+def hold(port, n, go):
+    import os
+    conn = http.client.HTTPConnection(HOST, int(port))
+    for i in range(int(n) + 1):
+        conn.request('GET', '/ok')
+        res = conn.getresponse()
+        res.read()
+        if res.status != 200:
+            sys.exit(f'/ok: got {res.status}')
+        if i == 0:
+            print('ready', flush=True)
+            while not os.path.exists(go):
+                time.sleep(0.05)
+    conn.close()
+
+
 def raw(port, connections):
     for spec in connections:
         s = socket.create_connection((HOST, int(port)))
@@ -121,6 +139,8 @@ if __name__ == '__main__':
         serve(sys.argv[2:])
     elif mode == 'client':
         client(sys.argv[2], sys.argv[3])
+    elif mode == 'hold':
+        hold(sys.argv[2], sys.argv[3], sys.argv[4])
     elif mode == 'raw':
         raw(sys.argv[2], sys.argv[3:])
     else:

@@ -8,7 +8,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
@@ -148,6 +149,36 @@ test('hostile input: invalid UTF-8, an oversized method and binary garbage count
   if (!requireTool(t, 'promtool', havePrometheus())) return;
   const check = promtoolCheckMetrics(await exporter!.scrape());
   assert.equal(check.status, 0, check.output);
+});
+
+test('a keep-alive connection opened before kerntap started is picked up from its next request', async (t) => {
+  if (!requireBpf(t)) return;
+  const server = fixtures.cgroup('kt-http-old');
+  const client = fixtures.cgroup('kt-http-oldcli');
+  const port = await freePort();
+  const go = path.join(mkdtempSync(path.join(tmpdir(), 'kt-http-')), 'go');
+  const n = 6;
+  await startPeerServer(server, port);
+  const holder = client.run(`exec python3 ${PEER} hold ${port} ${n} ${go}`, 'pipe');
+  await waitForLine(holder, 'ready');
+  const late = await startExporter(['--config.file', writeConfig('collectors:\n  http:\n    enabled: true\n')]);
+  fixtures.add(() => late.stop());
+  writeFileSync(go, '');
+  assert.equal(await exited(holder), 0);
+  const srv = { cgroup: server.label, server_port: String(port) };
+  const cli = { cgroup: client.label, server_port: String(port) };
+  const lateScrape = async () => parseExposition(await late.scrape());
+  let s = await lateScrape();
+  for (let i = 0; i < 80 && sum(counts(s, CLIENT, cli)) < n; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    s = await lateScrape();
+  }
+  await new Promise((r) => setTimeout(r, 1100));
+  s = await lateScrape();
+  assert.deepEqual(counts(s, CLIENT, cli), { 'GET 200': n }, 'client side: every request written after the start');
+  // The server's thread was already blocked in recv() when kerntap attached:
+  // that read's buffer was never seen, so its request is not counted.
+  assert.deepEqual(counts(s, SERVER, srv), { 'GET 200': n - 1 }, 'server side: from the request after the read in progress');
 });
 
 function haveNginxAndWrk(): boolean {
