@@ -601,6 +601,117 @@ async function growth(app: App) {
   return { eventRate, cpus, exporter };
 }
 
+/** The http collector is opt-in: these configs turn it on (with and without BPF stats). */
+const HTTP_CONFIG = writeConfig('collectors:\n  http:\n    enabled: true\n');
+const HTTP_STATS_CONFIG = writeConfig('bpf:\n  stats: true\ncollectors:\n  http:\n    enabled: true\n');
+
+/**
+ * A syscall-heavy workload that is not HTTP: two dd moving 64-byte blocks
+ * from /dev/zero through a pipe to /dev/null (four small reads and writes
+ * per block). Returns syscalls per second.
+ */
+function syscallWorkload(blocks: number): number {
+  const t0 = performance.now();
+  spawnSync('/bin/sh', ['-c', `dd if=/dev/zero bs=64 count=${blocks} status=none | dd of=/dev/null bs=64 status=none`]);
+  return (4 * blocks) / ((performance.now() - t0) / 1000);
+}
+
+/** Runs and run time of each program of a loaded object (BPF stats on), by program name. */
+function objectCounters(programs: { name: string; runTimeNs: bigint; runCount: bigint }[]): ProgCounters {
+  return new Map(programs.map((p) => [p.name, { runTimeNs: Number(p.runTimeNs), runs: Number(p.runCount) }]));
+}
+
+function perProgram(before: ProgCounters, after: ProgCounters): Record<string, { nsPerEvent: number; events: number }> {
+  const out: Record<string, { nsPerEvent: number; events: number }> = {};
+  for (const [name, a] of after) {
+    if (!name.startsWith('http_')) continue;
+    const b = before.get(name) ?? { runTimeNs: 0, runs: 0 };
+    const runs = a.runs - b.runs;
+    out[name] = { nsPerEvent: runs > 0 ? (a.runTimeNs - b.runTimeNs) / runs : 0, events: runs };
+  }
+  return out;
+}
+
+/**
+ * The http collector's cost, side by side in interleaved rounds:
+ *  - extra app CPU per request, wrk -> nginx keep-alive, kerntap with http
+ *    on vs kerntap with http off (BPF stats off);
+ *  - throughput of a non-HTTP syscall-heavy workload, http on vs off;
+ *  - in-kernel ns per event of each program vs an empty program on the
+ *    same hook (the floor: what any program there costs), same workload.
+ */
+async function httpCost(app: App) {
+  const blocks = SMOKE ? 50_000 : 500_000;
+  type Side = 'off' | 'on';
+  const rounds: Record<Side, { wrk: WrkResult; syscallsPerS: number }>[] = [];
+  await stats.offDuring(async () => {
+    for (let r = 0; r < P.rounds; r++) {
+      const order: Side[] = r % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
+      const got: Partial<(typeof rounds)[number]> = {};
+      for (const side of order) {
+        const k = await startExporter(side === 'on' ? ['--config.file', HTTP_CONFIG, '--poll.interval', '5s'] : ['--poll.interval', '5s']);
+        try {
+          await sleep(2000);
+          got[side] = { wrk: app.wrk({ seconds: P.roundS, close: false }), syscallsPerS: syscallWorkload(blocks) };
+        } finally {
+          await k.stop();
+        }
+      }
+      const round = got as (typeof rounds)[number];
+      rounds.push(round);
+      log(`http cost round ${r + 1}: extra CPU/request ${(round.on.wrk.cpuUsPerRequest - round.off.wrk.cpuUsPerRequest).toFixed(3)} µs, syscalls ${(round.on.syscallsPerS / round.off.syscallsPerS).toFixed(3)}x`);
+    }
+  });
+  const workload = () => {
+    app.wrk({ seconds: P.workloadS, close: false });
+    app.wrk({ seconds: Math.max(1, P.workloadS / 4), close: true });
+    syscallWorkload(blocks);
+  };
+  const kernel: { kerntap: ReturnType<typeof perProgram>; empty: ReturnType<typeof perProgram> }[] = [];
+  for (let r = 0; r < P.kernelRounds; r++) {
+    const k = await startExporter(['--config.file', HTTP_STATS_CONFIG]);
+    let kerntap;
+    try {
+      const c0 = await kerntapCounters(k);
+      workload();
+      kerntap = perProgram(c0, await kerntapCounters(k));
+    } finally {
+      await k.stop();
+    }
+    const empty = new (loadNative().BpfObject)(path.join(ROOT, 'bpf/out/test/http_empty.bpf.o'));
+    try {
+      empty.attach();
+      const c0 = objectCounters(empty.programs());
+      workload();
+      kernel.push({ kerntap, empty: perProgram(c0, objectCounters(empty.programs())) });
+    } finally {
+      empty.close();
+    }
+    log(`http in-kernel round ${r + 1} done`);
+  }
+  const programs = [...new Set(kernel.flatMap((r) => Object.keys(r.kerntap)))].sort();
+  return {
+    keepAlive: {
+      extraCpuUsPerRequest: spread(rounds.map((r) => r.on.wrk.cpuUsPerRequest - r.off.wrk.cpuUsPerRequest)),
+      cpuUsPerRequestOff: median(rounds.map((r) => r.off.wrk.cpuUsPerRequest)),
+      cpuUsPerRequestOn: median(rounds.map((r) => r.on.wrk.cpuUsPerRequest)),
+      requestsPerS: spread(rounds.map((r) => r.on.wrk.requestsPerS / r.off.wrk.requestsPerS)),
+    },
+    nonHttpSyscalls: {
+      throughput: spread(rounds.map((r) => r.on.syscallsPerS / r.off.syscallsPerS)),
+      syscallsPerSOff: median(rounds.map((r) => r.off.syscallsPerS)),
+      syscallsPerSOn: median(rounds.map((r) => r.on.syscallsPerS)),
+    },
+    inKernel: programs.map((name) => ({
+      program: name,
+      kerntapNs: median(kernel.map((r) => r.kerntap[name]?.nsPerEvent ?? 0)),
+      emptyNs: median(kernel.map((r) => r.empty[name]?.nsPerEvent ?? 0)),
+      events: median(kernel.map((r) => r.kerntap[name]?.events ?? 0)),
+    })),
+    rounds,
+  };
+}
+
 const PARTS = {
   inKernel: (app: App) => inKernelCost(app),
   // BPF run-time stats cost every program run two clock reads: off here, so
@@ -612,6 +723,7 @@ const PARTS = {
   // The same with V8's young generation capped (RSS: BENCHMARKS.md §3); the smoke run has no need of it.
   scaleSmallYoungGen: () => (SMOKE ? Promise.resolve(null) : exporterAtScale('--max-semi-space-size=1')),
   growth: (app: App) => growth(app),
+  http: (app: App) => httpCost(app),
 };
 type Part = keyof typeof PARTS;
 
