@@ -11,7 +11,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadNative } from '../src/bpf/native.js';
+import { loadNative, type BpfObjectHandle } from '../src/bpf/native.js';
 import { renderExposition } from '../src/exporters/prometheus.js';
 import { renderProtobuf } from '../src/exporters/prometheus-proto.js';
 import { defineMetric } from '../src/model/metric.js';
@@ -35,7 +35,7 @@ const P = SMOKE
     rateConnections: [1, 16], stepS: 1, exporterStepS: 1, connSteps: [0, 200], cgroupSteps: [0, 20],
   }
   : {
-    workloadS: 8, kernelRounds: 4, rounds: 6, roundS: 5, conns: 10000, cgroups: 1000, scaleS: 60, settleS: 5, series: [1000, 10000, 100000], mapEntries: [1000, 10000, 100000],
+    workloadS: 8, kernelRounds: 6, rounds: 10, roundS: 5, conns: 10000, cgroups: 1000, scaleS: 60, settleS: 5, series: [1000, 10000, 100000], mapEntries: [1000, 10000, 100000],
     rateConnections: [1, 4, 16, 64], stepS: 5, exporterStepS: 10, connSteps: [0, 2500, 5000, 10000], cgroupSteps: [0, 250, 500, 1000],
   };
 
@@ -107,6 +107,10 @@ const HOOKS: Record<string, string> = {
   tcp_state: 'inet_sock_set_state', inet_sock_set_s: 'inet_sock_set_state',
   tcp_send_reset: 'tcp_send_reset',
   tcp_receive_reset: 'tcp_receive_reset', tcp_receive_res: 'tcp_receive_reset',
+  tcp_retransmit_synack: 'tcp_retransmit_synack',
+  // The floor: empty programs on the same hooks (test/fixtures/bpf/bench_floor.bpf.c).
+  floor_sched_switch: 'sched_switch', floor_tcp_probe: 'tcp_probe', floor_inet_sock_set_state: 'inet_sock_set_state',
+  floor_tcp_send_reset: 'tcp_send_reset', floor_tcp_receive_reset: 'tcp_receive_reset', floor_tcp_retransmit_synack: 'tcp_retransmit_synack',
 };
 
 type ProgCounters = Map<string, { runTimeNs: number; runs: number }>;
@@ -205,10 +209,48 @@ class Bpftrace {
   }
 }
 
+/** Empty programs on kerntap's hooks, loaded and attached by this process: the floor of what a hook costs. */
+class Floor {
+  private constructor(private readonly obj: BpfObjectHandle) {}
+
+  static start(): Floor {
+    const obj = new (loadNative().BpfObject)(path.join(ROOT, 'bpf/out/test/bench_floor.bpf.o'));
+    obj.attach();
+    return new Floor(obj);
+  }
+
+  counters(): ProgCounters {
+    return new Map(this.obj.programs().map((p) => [p.name, { runTimeNs: Number(p.runTimeNs), runs: Number(p.runCount) }]));
+  }
+
+  stop(): void {
+    this.obj.close();
+  }
+}
+
+/** A 95% confidence interval of the median over rounds, by bootstrap (resampling the rounds). */
+function bootstrapMedian(xs: number[], resamples = 2000): { median: number; low: number; high: number } {
+  let seed = 12345; // fixed: the same rounds give the same interval
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const medians: number[] = [];
+  for (let i = 0; i < resamples; i++) medians.push(median(Array.from(xs, () => xs[Math.floor(rand() * xs.length)]!)));
+  medians.sort((a, b) => a - b);
+  return { median: median(xs), low: medians[Math.floor(resamples * 0.025)]!, high: medians[Math.floor(resamples * 0.975)]! };
+}
+
+/** Rounds needed for a 95% interval of ±`delta` around a mean ratio, from the spread of the per-round ratios. */
+function roundsFor(xs: number[], delta = 0.02): number {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
+  return Math.ceil(((1.96 * sd) / delta) ** 2);
+}
+
 /**
- * ns/event per hook, kerntap and bpftrace on the same workload, in
- * alternating rounds (the order flips every round, so drift favours
- * neither); each round's ratio is taken from the two sides of that round.
+ * ns/event per hook on the same workload: kerntap, bpftrace, and the floor
+ * (empty programs on the same hooks), in rounds whose order rotates (drift
+ * favours no side); each round's ratios are taken from the sides of that
+ * round. Every kerntap figure is then stated above the floor, as a ratio to
+ * it and as a ratio to bpftrace.
  */
 async function inKernelCost(app: App) {
   const closedPort = await freePort();
@@ -241,10 +283,22 @@ async function inKernelCost(app: App) {
         await bt.stop();
       }
     },
+    floor: async (): Promise<Record<string, HookCost>> => {
+      const floor = Floor.start();
+      try {
+        const c0 = floor.counters();
+        const seconds = workload();
+        return hookCosts(c0, floor.counters(), seconds);
+      } finally {
+        floor.stop();
+      }
+    },
   };
-  const rounds: { kerntap: Record<string, HookCost>; bpftrace: Record<string, HookCost> }[] = [];
+  type Side = keyof typeof sides;
+  const all: Side[] = ['kerntap', 'bpftrace', 'floor'];
+  const rounds: Record<Side, Record<string, HookCost>>[] = [];
   for (let r = 0; r < P.kernelRounds; r++) {
-    const order = r % 2 === 0 ? (['kerntap', 'bpftrace'] as const) : (['bpftrace', 'kerntap'] as const);
+    const order = [...all.slice(r % 3), ...all.slice(0, r % 3)];
     const got: Partial<(typeof rounds)[number]> = {};
     for (const side of order) {
       log(`in-kernel cost round ${r + 1}: ${side}`);
@@ -253,19 +307,31 @@ async function inKernelCost(app: App) {
     rounds.push(got as (typeof rounds)[number]);
   }
   const hooks = [...new Set(rounds.flatMap((r) => Object.keys(r.kerntap)))].sort();
+  const perRound = (hook: string, of: (r: (typeof rounds)[number]) => number | undefined) =>
+    rounds.map(of).filter((x): x is number => x !== undefined && Number.isFinite(x));
   return hooks.map((hook) => {
-    const k = rounds.map((r) => r.kerntap[hook]?.nsPerEvent ?? 0);
-    const b = rounds.map((r) => r.bpftrace[hook]?.nsPerEvent ?? 0);
-    const ratios = rounds.filter((r) => (r.bpftrace[hook]?.nsPerEvent ?? 0) > 0 && (r.kerntap[hook]?.events ?? 0) > 0)
-      .map((r) => r.kerntap[hook]!.nsPerEvent / r.bpftrace[hook]!.nsPerEvent);
+    const ns = (r: (typeof rounds)[number], side: Side) => ((r[side][hook]?.events ?? 0) > 0 ? r[side][hook]!.nsPerEvent : undefined);
+    const ratio = (num: Side, den: Side) => perRound(hook, (r) => {
+      const [a, b] = [ns(r, num), ns(r, den)];
+      return a !== undefined && b ? a / b : undefined;
+    });
+    const aboveFloor = perRound(hook, (r) => {
+      const [a, f] = [ns(r, 'kerntap'), ns(r, 'floor')];
+      return a !== undefined && f !== undefined ? a - f : undefined;
+    });
+    const toBpftrace = ratio('kerntap', 'bpftrace');
+    const toFloor = ratio('kerntap', 'floor');
     return {
       hook,
-      kerntapNs: median(k),
-      bpftraceNs: median(b),
+      kerntapNs: median(perRound(hook, (r) => ns(r, 'kerntap'))),
+      bpftraceNs: median(perRound(hook, (r) => ns(r, 'bpftrace'))),
+      floorNs: median(perRound(hook, (r) => ns(r, 'floor'))),
       events: median(rounds.map((r) => r.kerntap[hook]?.events ?? 0)),
       bpftraceEvents: median(rounds.map((r) => r.bpftrace[hook]?.events ?? 0)),
-      ratio: ratios.length ? spread(ratios) : null,
-      rounds: rounds.map((r) => ({ kerntap: r.kerntap[hook] ?? null, bpftrace: r.bpftrace[hook] ?? null })),
+      nsAboveFloor: aboveFloor.length ? spread(aboveFloor) : null,
+      ratioToFloor: toFloor.length ? spread(toFloor) : null,
+      ratio: toBpftrace.length ? spread(toBpftrace) : null,
+      rounds: rounds.map((r) => ({ kerntap: r.kerntap[hook] ?? null, bpftrace: r.bpftrace[hook] ?? null, floor: r.floor[hook] ?? null })),
     };
   });
 }
@@ -357,6 +423,10 @@ async function appOverhead(app: App) {
     result[close ? 'connection_per_request' : 'keep_alive'] = {
       rounds,
       requestsPerS: spread(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)),
+      /** Median over rounds with a 95% bootstrap interval; and the rounds a ±2% interval needs on this machine. */
+      requestsPerSInterval: bootstrapMedian(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)),
+      cpuPerRequestInterval: bootstrapMedian(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)),
+      roundsFor2Percent: { requestsPerS: roundsFor(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)), cpuPerRequest: roundsFor(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)) },
       cpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)),
       bpftraceRequestsPerS: spread(rounds.map((r) => r.bpftrace.requestsPerS / r.off.requestsPerS)),
       bpftraceCpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.bpftrace.cpuUsPerRequest)),
