@@ -9,6 +9,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import { BIN, bpfProgramsOf, loadedBpfPrograms, requireBpf } from '../helpers/env.js';
 import { startExporter, writeConfig } from '../helpers/exporter.js';
+import { waitFor } from '../helpers/wait.js';
 
 function run(args: string[], wrap: string[] = []) {
   const cmd = [...wrap, process.execPath, BIN, ...args];
@@ -82,9 +83,10 @@ test('a listen address in use: exit 1, the cause as the last line, nothing left 
   });
   assert.equal(r.status, 1);
   assert.equal(r.stderr.trim().split('\n').at(-1), `kerntap: cannot listen on ${address}: address already in use`);
-  await new Promise((resolve) => setTimeout(resolve, 200)); // RCU grace period
-  const left = [...loadedBpfPrograms()].filter((id) => !before.has(id));
-  assert.deepEqual(left, [], 'the programs it loaded were released');
+  // The kernel frees a program after an RCU grace period.
+  const newSince = () => [...loadedBpfPrograms()].filter((id) => !before.has(id));
+  await waitFor('the programs it loaded to be released', () => newSince().length === 0, 2000, 20).catch(() => undefined);
+  assert.deepEqual(newSince(), [], 'the programs it loaded were released');
 });
 
 test('without capabilities: exit 1 with one line naming CAP_BPF', (t) => {
@@ -106,12 +108,12 @@ for (const signal of ['SIGTERM', 'SIGINT'] as const) {
     const exitMs = Date.now() - t0;
     // Every link and program fd is closed by then; the kernel frees a
     // program after an RCU grace period: poll briefly.
-    let left = ours;
-    while (left.length > 0 && Date.now() - t0 < 1000) {
-      await new Promise((r) => setTimeout(r, 20));
+    const loadedOfOurs = () => {
       const still = loadedBpfPrograms();
-      left = ours.filter((id) => still.has(id));
-    }
+      return ours.filter((id) => still.has(id));
+    };
+    await waitFor('the programs to be freed', () => loadedOfOurs().length === 0, Math.max(0, 1000 - (Date.now() - t0)), 20).catch(() => undefined);
+    const left = loadedOfOurs();
     const goneMs = Date.now() - t0;
     t.diagnostic(`exited after ${exitMs} ms, programs gone after ${goneMs} ms`);
     assert.ok(exitMs < 1000, `exits within 1 s (${exitMs} ms)`);

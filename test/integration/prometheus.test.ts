@@ -6,7 +6,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { startExporter, type Exporter } from '../helpers/exporter.js';
+import { waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics, startPrometheus, type PrometheusServer } from '../helpers/prometheus.js';
@@ -24,11 +25,8 @@ test('promtool accepts /metrics; OpenMetrics by Accept; Prometheus scrapes and q
   if (!requireBpf(t) || !requireTool(t, 'prometheus', havePrometheus())) return;
   exporter = await startExporter();
   cg = TestCgroup.unique('kt-prom');
-  const busy = cg.run('while :; do :; done');
-  await sleep(1500);
-  busy.kill('SIGKILL');
-  await new Promise((r) => busy.on('exit', r));
-  await sleep(1200);
+  await cg.busy(1);
+  await waitForPollWithCgroups(exporter, [cg.label]);
 
   const text = await exporter.scrape();
   const check = promtoolCheckMetrics(text);
