@@ -71,6 +71,7 @@ export async function startExporter(args: string[] = [], opts: { env?: NodeJS.Pr
   };
 }
 
+/** Pacing for the benchmarks (bench/). Tests wait on conditions instead (wait.ts). */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
