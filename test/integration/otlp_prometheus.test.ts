@@ -11,7 +11,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep } from '../helpers/exporter.js';
+import { startExporter } from '../helpers/exporter.js';
+import { waitFor } from '../helpers/wait.js';
 import { freePort, havePrometheus3, PROMETHEUS3, startPrometheus, type PrometheusServer } from '../helpers/prometheus.js';
 
 const running: { stop(): Promise<unknown> }[] = [];
@@ -55,7 +56,12 @@ async function pushAndScrape(env: Record<string, string>, promArgs: string[] = [
   for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
   const counted = (job: string) => `sum(kerntap_tcp_connect_duration_seconds_count{job="${job}"}) > 0`;
   await prom.waitFor(`(${counted('kerntap')}) and (${counted('kerntap0')})`, (r) => r.length > 0, 30_000);
-  await sleep(2500); // a scrape and an export of that snapshot, well before the next poll
+  // Both paths at the same snapshot: its poll count is the same in both (the next poll is 15 s away).
+  const polls = async (job: string) => (await prom.query(`kerntap_polls_total{job="${job}"}`)).map((r) => r.value[1]);
+  await waitFor('the scrape and the push to carry the same snapshot', async () => {
+    const [pushed, scraped] = [await polls('kerntap'), await polls('kerntap0')];
+    return pushed.length === 1 && scraped.length === 1 && pushed[0] === scraped[0];
+  }, 10_000, 250);
   return prom;
 }
 
