@@ -19,15 +19,8 @@ say() { printf '\033[1mkerntap setup:\033[0m %s\n' "$*" >&2; }
 BUILD_PKGS=(clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 ca-certificates)
 TEST_PKGS=(bpftool prometheus docker-compose iproute2 nftables util-linux libcap2-bin curl wrk nginx bpftrace python3-venv procps iputils-ping)
 
-apt_ensure() {
-  local missing=()
-  for p in "$@"; do dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p"); done
-  if ((${#missing[@]})); then
-    say "installing ${missing[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-  fi
-}
+# shellcheck source=scripts/apt.sh
+source scripts/apt.sh
 
 node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
 

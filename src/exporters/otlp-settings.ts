@@ -100,6 +100,17 @@ function readPem(path: string, source: string): Buffer {
   }
 }
 
+/**
+ * A warning when headers (Authorization, API tokens) would travel in clear
+ * text: their names and the origin, never their values.
+ */
+export function plainHeadersWarning(settings: Pick<OtlpSettings, 'url' | 'headers'>): string | undefined {
+  const names = Object.keys(settings.headers);
+  const url = new URL(settings.url);
+  if (names.length === 0 || url.protocol !== 'http:') return undefined;
+  return `OTLP sends header${names.length > 1 ? 's' : ''} ${names.join(', ')} over plain http:// to ${url.host}: anyone on the path can read ${names.length > 1 ? 'them' : 'it'}; use an https:// endpoint`;
+}
+
 /** Returns undefined when no endpoint is configured anywhere: OTLP stays off. */
 export function resolveOtlpSettings(file: OtlpFileConfig, env: Env = process.env): OtlpSettings | undefined {
   let url: string | undefined;

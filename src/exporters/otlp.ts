@@ -32,7 +32,7 @@ import type { Logger } from 'pino';
 import { emptyHistogram, explicitBounds, explicitCounts, exponentialBuckets, HIST_SLOTS, type HistogramValue } from '../model/histogram.js';
 import { defineMetric, type MetricDef } from '../model/metric.js';
 import { numberFamily, type Family, type RawFamily, type Snapshot } from '../model/snapshot.js';
-import type { OtlpSettings } from './otlp-settings.js';
+import { plainHeadersWarning, type OtlpSettings } from './otlp-settings.js';
 
 export const otlpExports = defineMetric({
   name: 'kerntap.otlp.exports', kind: 'counter', unit: '{export}', labels: ['result'],
@@ -281,6 +281,8 @@ export async function startOtlp(settings: OtlpSettings, latest: () => Snapshot, 
     metricProducers: [producer],
   });
   const provider = new MeterProvider({ resource, readers: [reader] });
+  const plain = plainHeadersWarning(settings);
+  if (plain) log.warn(plain);
   log.info({ url: new URL(settings.url).origin, protocol: settings.protocol, temporality: settings.temporality, histogram: settings.histogram, interval_ms: settings.intervalMs }, 'OTLP push on');
 
   return {

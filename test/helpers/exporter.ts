@@ -3,7 +3,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { BIN } from './env.js';
+import { BIN, bpfProgramsOf, loadedBpfPrograms } from './env.js';
+import { scrapable } from './wait.js';
 
 export interface Exporter {
   url: string;
@@ -22,8 +23,17 @@ export function writeConfig(yaml: string): string {
   return file;
 }
 
-export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<Exporter> {
-  const child = spawn(process.execPath, [BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args], {
+/**
+ * Starts bin/kerntap.js (500 ms polls unless `args` say otherwise). With
+ * `cgroup` (an absolute cgroup2 directory) it runs there from its first
+ * instruction: a shell moves itself in, then execs node, so every page and
+ * BPF map it allocates is charged to that cgroup. `wrap`: a command kerntap
+ * runs under, e.g. setpriv with a capability set.
+ */
+export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cgroup?: string; wrap?: string[] } = {}): Promise<Exporter> {
+  const kerntap = [...(opts.wrap ?? []), process.execPath, BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args];
+  const command = opts.cgroup ? ['/bin/sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, ...kerntap] : kerntap;
+  const child = spawn(command[0]!, command.slice(1), {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -56,11 +66,7 @@ export async function startExporter(args: string[] = [], opts: { env?: NodeJS.Pr
     pid: child.pid!,
     child,
     stderr: () => err,
-    async scrape(p = '/metrics', headers = {}) {
-      const res = await fetch(`${url}${p}`, { headers });
-      if (res.status !== 200) throw new Error(`GET ${p}: HTTP ${res.status}`);
-      return res.text();
-    },
+    scrape: scrapable(url).scrape,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill(signal);
@@ -70,6 +76,35 @@ export async function startExporter(args: string[] = [], opts: { env?: NodeJS.Pr
       return code;
     },
   };
+}
+
+export interface Detach {
+  code: number | null;
+  /** The programs it held while running (from its fdinfo). */
+  programs: number[];
+  exitMs: number;
+  /** Its programs still loaded `withinMs` after the signal. */
+  left: number[];
+  goneMs: number;
+}
+
+/**
+ * Signals the exporter and measures the detach: when it exited, and when
+ * its programs were gone from the kernel, which frees a program after an
+ * RCU grace period once every fd is closed (polled up to `withinMs`).
+ */
+export async function stopAndWatchUnload(exporter: Exporter, signal: NodeJS.Signals = 'SIGTERM', withinMs = 1000): Promise<Detach> {
+  const programs = bpfProgramsOf(exporter.pid);
+  const t0 = Date.now();
+  const code = await exporter.stop(signal);
+  const exitMs = Date.now() - t0;
+  let left = programs;
+  while (left.length > 0 && Date.now() - t0 < withinMs) {
+    await sleep(20);
+    const still = loadedBpfPrograms();
+    left = programs.filter((id) => still.has(id));
+  }
+  return { code, programs, exitMs, left, goneMs: Date.now() - t0 };
 }
 
 export function sleep(ms: number): Promise<void> {

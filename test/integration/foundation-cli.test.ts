@@ -7,8 +7,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
-import { BIN, bpfProgramsOf, loadedBpfPrograms, requireBpf } from '../helpers/env.js';
-import { startExporter, writeConfig } from '../helpers/exporter.js';
+import { BIN, loadedBpfPrograms, requireBpf } from '../helpers/env.js';
+import { startExporter, stopAndWatchUnload, writeConfig } from '../helpers/exporter.js';
 
 function run(args: string[], wrap: string[] = []) {
   const cmd = [...wrap, process.execPath, BIN, ...args];
@@ -97,22 +97,9 @@ test('without capabilities: exit 1 with one line naming CAP_BPF', (t) => {
 for (const signal of ['SIGTERM', 'SIGINT'] as const) {
   test(`${signal} detaches every program and exits 0`, async (t) => {
     if (!requireBpf(t)) return;
-    const exporter = await startExporter();
-    const ours = bpfProgramsOf(exporter.pid);
-    const t0 = Date.now();
-    const code = await exporter.stop(signal);
-    assert.ok(ours.length >= 1, 'bpftool lists the exporter\'s programs while it runs');
+    const { code, programs, exitMs, left, goneMs } = await stopAndWatchUnload(await startExporter(), signal);
+    assert.ok(programs.length >= 1, 'bpftool lists the exporter\'s programs while it runs');
     assert.equal(code, 0);
-    const exitMs = Date.now() - t0;
-    // Every link and program fd is closed by then; the kernel frees a
-    // program after an RCU grace period: poll briefly.
-    let left = ours;
-    while (left.length > 0 && Date.now() - t0 < 1000) {
-      await new Promise((r) => setTimeout(r, 20));
-      const still = loadedBpfPrograms();
-      left = ours.filter((id) => still.has(id));
-    }
-    const goneMs = Date.now() - t0;
     t.diagnostic(`exited after ${exitMs} ms, programs gone after ${goneMs} ms`);
     assert.ok(exitMs < 1000, `exits within 1 s (${exitMs} ms)`);
     assert.deepEqual(left, [], 'no kerntap program left loaded 1 s after the signal');

@@ -25,7 +25,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { TestContext } from 'node:test';
-import { ROOT, IN_CI, requireBpf, requireTool } from '../helpers/env.js';
+import { ROOT, IN_CI, hasTool, requireBpf, requireTool } from '../helpers/env.js';
 import { loadNative, type BpfObjectHandle, type MapBatch, type NativeBinding, type NativeError, type OpenOptions } from '../../src/bpf/native.js';
 
 const FIXTURE_DIR = path.join(ROOT, 'bpf/out/test');
@@ -41,10 +41,6 @@ const TCP_ESTABLISHED = 1;
 const TCP_LISTEN = 10;
 const RECORD_MARKER = 0x6b746e31;
 const RECORD_SIZE = 16;
-
-function hasTool(tool: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
-}
 
 /** The addon, or undefined when the test must skip (it fails instead in CI). */
 function setup(t: TestContext): NativeBinding | undefined {

@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseKeyValues, resolveOtlpSettings } from '../../src/exporters/otlp-settings.js';
-import { SnapshotProducer } from '../../src/exporters/otlp.js';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { SnapshotProducer, startOtlp } from '../../src/exporters/otlp.js';
 import { defineMetric } from '../../src/model/metric.js';
 import { emptyHistogram, SLOT0_EXP, type HistogramValue } from '../../src/model/histogram.js';
 import type { Snapshot } from '../../src/model/snapshot.js';
@@ -136,4 +138,27 @@ test('delta histograms: per-bucket differences; a bucket that went down counts a
   assert.deepEqual(await next(), { start: 2000, counts: [0, 0, 0, 0, 0, 1, 2, 0], count: 3, sum: 10 });
   current = histSnap(4000, histOfPowers([0, 2]));
   assert.deepEqual(await next(), { start: 3000, counts: [0, 0, 0, 0, 1, 0, 1, 0], count: 2, sum: 5 }, 'never negative counts');
+});
+
+test('headers over plain http:// get one warning line naming them, never their values', async () => {
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino({ level: 'info' }, new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
+      done();
+    },
+  }));
+  const start = async (endpoint: string, headers: Record<string, string>) => {
+    lines.length = 0;
+    const otlp = await startOtlp(resolveOtlpSettings({ endpoint, headers, interval: 3_600_000 }, {})!, () => ({ seq: 0, timeMs: 0, families: [] }), 't', log);
+    await otlp.shutdown(100);
+    return lines.filter((l) => l.level === 40);
+  };
+  const secret = 'Api-Token dt0c01.SECRET';
+  const warned = await start('http://collector.example:4318/v1/metrics', { Authorization: secret });
+  assert.equal(warned.length, 1);
+  assert.match(warned[0]!.msg, /^OTLP sends header Authorization over plain http:\/\/ to collector\.example:4318: .*use an https:\/\/ endpoint$/);
+  assert.ok(!JSON.stringify(lines).includes('SECRET'), 'the value is never logged');
+  assert.deepEqual(await start('https://collector.example:4318/v1/metrics', { Authorization: secret }), [], 'https: no warning');
+  assert.deepEqual(await start('http://collector.example:4318/v1/metrics', {}), [], 'no headers: no warning');
 });
