@@ -10,6 +10,9 @@ import path from 'node:path';
 import assert from 'node:assert/strict';
 import { ROOT, bpfUnavailable } from './env.js';
 import { waitFor, waitForPoll } from './wait.js';
+
+/** The TCP tests import it from here. */
+export { waitFor };
 import { TestCgroup } from './cgroup.js';
 import { find, parseExposition, type Sample } from './exposition.js';
 import { startExporter, type Exporter } from './exporter.js';
@@ -106,20 +109,6 @@ export function tcpMib(ns?: TestNetns): Record<string, number> {
 /** Linux TCP counters (/proc/net/netstat "TcpExt:" lines: TCPSynRetrans, TCPAbortOnData…). */
 export function tcpExtMib(ns?: TestNetns): Record<string, number> {
   return mib('/proc/net/netstat', 'TcpExt', ns);
-}
-
-/**
- * Resolves with the first non-undefined result of `probe`, tried again
- * every 100 ms; rejects after `timeoutMs` with what it waited for.
- */
-export async function waitFor<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const got = await probe();
-    if (got !== undefined) return got;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
 }
 
 export interface SsSocket {
