@@ -96,7 +96,7 @@ export function configSchema() {
     otlp: z
       .strictObject({
         endpoint: z.string().optional(),
-        protocol: z.enum(['http/protobuf', 'http/json']).optional(),
+        protocol: z.enum(['http/protobuf', 'http/json', 'grpc']).optional(),
         headers: z.record(z.string(), z.string()).optional(),
         timeout: durationSchema(1).optional(),
         compression: z.enum(['none', 'gzip']).optional(),

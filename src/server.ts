@@ -1,11 +1,11 @@
 /**
- * HTTP: /metrics (Prometheus text or OpenMetrics by Accept), / (landing
+ * HTTP: /metrics (Prometheus text, OpenMetrics or protobuf by Accept), / (landing
  * page), /healthz. Scrapes are served from the poller's latest snapshot.
  */
 import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { CONTENT_TYPES, ExpositionCache, negotiateFormat } from './exporters/prometheus.js';
+import { CONTENT_TYPES, ExpositionCache, negotiateFormat } from './exporters/scrape-format.js';
 import type { Poller } from './poller.js';
 import type { CollectorProbe } from './probe.js';
 import { BasicAuth, clientCertProblem, type WebConfig } from './webconfig.js';

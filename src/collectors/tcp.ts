@@ -143,7 +143,7 @@ export function tcpLayouts(btf: ObjectBtf, object = 'tcp.bpf.o') {
 }
 export type TcpLayouts = ReturnType<typeof tcpLayouts>;
 
-const portRange = z
+export const portRange = z
   .string()
   .regex(/^\d{1,5}-\d{1,5}$/, 'must look like "32768-60999"')
   .transform((s) => s.split('-').map(Number) as [number, number])

@@ -11,7 +11,6 @@ import assert from 'node:assert/strict';
 import { ROOT, bpfUnavailable } from './env.js';
 import { waitFor, waitForPoll } from './wait.js';
 
-/** The TCP tests import it from here. */
 export { waitFor };
 import { TestCgroup } from './cgroup.js';
 import { find, parseExposition, type Sample } from './exposition.js';
@@ -258,7 +257,7 @@ export function tcpTestFile(before: (fn: () => Promise<void>) => void, after: (f
  */
 export function waitForTcpQuiet(port: number, ns?: TestNetns): Promise<true> {
   const cmd = ['ss', '-tanH', 'state', 'connected', 'exclude', 'time-wait', `( sport = :${port} or dport = :${port} )`];
-  return waitFor(`connections on port ${port} to finish`, () => (ns ? ns.exec(cmd) : sh(cmd)).trim() === '');
+  return waitFor(`connections on port ${port} to finish`, () => (ns ? ns.exec(cmd) : sh(cmd)).trim() === '' || undefined);
 }
 
 const givenPorts = new Set<number>();

@@ -39,6 +39,7 @@ test('bench/run.sh --smoke measures every part', (t) => {
   for (const x of res.render) {
     assert.equal(x.lines, x.series, `render of ${x.series} series`);
     assert.ok(x.renderMs > 0 && x.trackMs > 0 && x.maxEventLoopBlockMs > 0);
+    assert.ok(x.protobufRenderMs > 0 && x.protobufBytes > x.series, `protobuf render of ${x.series} series`);
   }
   assert.deepEqual(res.batchRead.map((x: { entries: number }) => x.entries), [1000, 10000]);
 

@@ -30,6 +30,7 @@ interface Variable { name: string; type: string; query: string | { query: string
 interface Dashboard { uid: string; title: string; panels: Panel[]; templating: { list: Variable[] } }
 
 const DIR = path.join(ROOT, 'dashboards');
+const HTTP_PEER = path.join(ROOT, 'test/helpers/http_peer.py');
 const dashboards: Dashboard[] = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort()
   .map((f) => JSON.parse(readFileSync(path.join(DIR, f), 'utf8')) as Dashboard);
 const everyTarget = dashboards.flatMap((d) => d.panels.flatMap((p) => p.targets.map((t) => ({ d, p, t }))));
@@ -135,7 +136,9 @@ test('every panel query returns data from a real Prometheus scraping kerntap und
     'bpf:', '  stats: true',
     // The stand-in's socket is root's; stay root so it can be used.
     'security:', '  drop_privileges: false',
-    'cgroup:', '  runtime_sockets:', `    containerd: ${cri.socket}`, "    docker: ''", "    podman: ''", "    crio: ''", '',
+    'cgroup:', '  runtime_sockets:', `    containerd: ${cri.socket}`, "    docker: ''", "    podman: ''", "    crio: ''",
+    // The opt-in http collector, for the HTTP panels.
+    'collectors:', '  http:', '    enabled: true', '',
   ].join('\n'));
   // OTLP towards a closed port, so the export-failure panel has data too.
   const closedPort = await freePort();
@@ -164,6 +167,11 @@ test('every panel query returns data from a real Prometheus scraping kerntap und
   const srv = serverCg.run(`python3 ${TRAFFIC} server 127.0.0.1 ${port} 20000`, 'pipe');
   await waitForLine(srv, 'ready');
   clientCg.run(`while :; do python3 ${TRAFFIC} client 127.0.0.1 ${port} 20000 20; python3 ${TRAFFIC} refused 127.0.0.1 ${closedPort} 2; done`);
+  const httpPort = await freePort();
+  const web = serverCg.run(`exec python3 ${HTTP_PEER} serve ${httpPort}`, 'pipe');
+  await waitForLine(web, 'ready');
+  const plan = JSON.stringify([{ path: '/ok', n: 20, status: 200 }, { path: '/error', n: 2, status: 500 }]);
+  clientCg.run(`while :; do python3 ${HTTP_PEER} client ${httpPort} '${plan}'; sleep 0.2; done`);
 
   const instance = new URL(exporter.url).host;
   const prom = await startPrometheus([{ target: instance }]);

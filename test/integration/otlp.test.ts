@@ -13,8 +13,8 @@ import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value, type Sample } from '../helpers/exposition.js';
 import {
-  attributesOf, haveReceiver, labelsOf, metricsOf, promSamplesOf, sampleKey, startReceiver,
-  type OtlpRecord, type Receiver,
+  attributesOf, haveReceiver, labelsOf, matchingSnapshot, metricsOf, promSamplesOf, sampleKey, startReceiver,
+  type Receiver,
 } from '../helpers/otlp.js';
 
 const running: { stop(): Promise<unknown> }[] = [];
@@ -24,31 +24,18 @@ after(async () => {
 });
 
 async function setup(env: Record<string, string>, args: string[] = [], failFirstRequests = 0): Promise<{ receiver: Receiver; exporter: Exporter }> {
-  const receiver = await startReceiver(failFirstRequests);
+  const receiver = await startReceiver(failFirstRequests, undefined, env.OTEL_EXPORTER_OTLP_PROTOCOL === 'grpc');
   running.push(receiver);
   const exporter = await startExporter(args, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '500', ...env } });
   running.push(exporter);
   return { receiver, exporter };
 }
 
-/** Groups OTLP requests by snapshot time and finds the one that renders to exactly these samples. */
-function matchingSnapshot(records: OtlpRecord[], prom: Sample[]): { missing: string[]; record?: OtlpRecord } {
-  const want = new Map(prom.map((s) => [sampleKey(s), s.value]));
-  let best: string[] = [...want.keys()];
-  for (const record of records) {
-    const got = new Map(promSamplesOf(metricsOf(record)).map((s) => [sampleKey(s), s.value]));
-    const missing = [...want].filter(([k, v]) => got.get(k) !== v).map(([k, v]) => `${k}=${v} (otlp ${got.get(k)})`);
-    if (missing.length === 0) return { missing, record };
-    if (missing.length < best.length) best = missing;
-  }
-  return { missing: best };
-}
-
-for (const protocol of ['http/protobuf', 'http/json'] as const) {
+for (const protocol of ['http/protobuf', 'http/json', 'grpc'] as const) {
   test(`${protocol}: every /metrics sample has its OTLP twin with the same value and attributes`, async (t) => {
     if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv (scripts/test-deps.sh)', haveReceiver())) return;
-    // The JSON run also goes gzip-compressed, so both encodings are covered.
-    const gzip = protocol === 'http/json';
+    // The JSON and gRPC runs also go gzip-compressed, so both encodings are covered.
+    const gzip = protocol !== 'http/protobuf';
     const { receiver, exporter } = await setup({
       OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
       OTEL_EXPORTER_OTLP_HEADERS: 'Authorization=Api-Token%20dt0c01.secret',
@@ -64,8 +51,9 @@ for (const protocol of ['http/protobuf', 'http/json'] as const) {
     const { missing, record } = matchingSnapshot(receiver.records, prom);
     assert.deepEqual(missing.slice(0, 10), [], 'an OTLP export of the same snapshot matches /metrics sample for sample');
     t.diagnostic(`${prom.length} /metrics samples matched one OTLP export of ${metricsOf(record!).length} metrics`);
-    assert.equal(record!.format, protocol === 'http/json' ? 'json' : 'protobuf');
-    assert.equal(record!.encoding, gzip ? 'gzip' : null);
+    assert.equal(record!.format, { 'http/json': 'json', 'http/protobuf': 'protobuf', grpc: 'grpc' }[protocol]);
+    // gRPC's gzip is proven by the identity-only receiver below.
+    if (protocol !== 'grpc') assert.equal(record!.encoding, gzip ? 'gzip' : null);
     assert.equal(record!.authorization, 'Api-Token dt0c01.secret', 'headers from OTEL_EXPORTER_OTLP_HEADERS');
     const resource = attributesOf(record!.request.resourceMetrics[0]!.resource.attributes);
     assert.equal(resource['service.name'], 'kerntap');
@@ -163,13 +151,13 @@ test('a receiver answering 503 to the first requests: kerntap keeps serving, cou
   assert.ok((exporter.stderr().match(/OTLP export failed/g) ?? []).length <= 2, 'failures logged without flooding');
 });
 
-test('OTLP over TLS with a custom CA and an mTLS client certificate', async (t) => {
+for (const protocol of ['http/protobuf', 'grpc'] as const) test(`${protocol} over TLS with a custom CA and an mTLS client certificate`, async (t) => {
   if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
   const { makeCerts } = await import('../helpers/certs.js');
   const certs = makeCerts();
-  const receiver = await startReceiver(0, { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca });
+  const receiver = await startReceiver(0, { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca }, protocol === 'grpc');
   running.push(receiver);
-  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '500', OTEL_EXPORTER_OTLP_CERTIFICATE: certs.ca };
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: protocol, OTEL_METRIC_EXPORT_INTERVAL: '500', OTEL_EXPORTER_OTLP_CERTIFICATE: certs.ca };
   const mtls = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_CLIENT_KEY: certs.clientKey, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: certs.clientCert } });
   running.push(mtls);
   await receiver.waitFor((r) => r.some((x) => x.status === 200));
@@ -182,6 +170,25 @@ test('OTLP over TLS with a custom CA and an mTLS client certificate', async (t) 
   const s = parseExposition(await noCert.scrape());
   assert.equal(receiver.records.length, seen, 'nothing got through without the client certificate');
   assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1);
+});
+
+test('gRPC compression: kerntap\'s gzip is refused by a receiver that takes identity only, and plain calls are not', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
+  const receiver = await startReceiver(0, undefined, 'identity-only');
+  running.push(receiver);
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_METRIC_EXPORT_INTERVAL: '500', OTEL_EXPORTER_OTLP_TIMEOUT: '1000' };
+  const gzip = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip' } });
+  running.push(gzip);
+  const failed = async (e: Exporter) => value(parseExposition(await e.scrape()), 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0;
+  for (let i = 0; (await failed(gzip)) < 1; i++) {
+    if (i > 100) assert.fail('no failed export counted');
+    await sleep(100);
+  }
+  assert.equal(receiver.records.length, 0, 'no gzip call got through');
+  await gzip.stop();
+  const plain = await startExporter([], { env });
+  running.push(plain);
+  await receiver.waitFor((r) => r.length > 0);
 });
 
 test('shutdown: one final export of the latest snapshot, and bounded when the endpoint hangs', async (t) => {
@@ -227,7 +234,13 @@ test('bad OTLP settings fail at start with one line naming the variable', async 
   const badResource = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_RESOURCE_ATTRIBUTES: 'team' });
   assert.equal(badResource.status, 1);
   assert.match(badResource.stderr.trim(), /^kerntap: OTEL_RESOURCE_ATTRIBUTES: malformed entry #1/);
-  const grpc = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
-  assert.equal(grpc.status, 1);
-  assert.match(grpc.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "grpc"/);
+  const thrift = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/thrift' });
+  assert.equal(thrift.status, 1);
+  assert.match(thrift.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "http\/thrift" \(use http\/protobuf, http\/json or grpc\)$/);
+  const grpcPath = run({ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://127.0.0.1:1/v1/metrics', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
+  assert.equal(grpcPath.status, 1);
+  assert.equal(grpcPath.stderr.trim(), 'kerntap: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: a gRPC endpoint is scheme://host:port, without a path (got /v1/metrics)');
+  const grpcHeader = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_HEADERS: 'x-token=caf%C3%A9-secret' });
+  assert.equal(grpcHeader.status, 1);
+  assert.equal(grpcHeader.stderr.trim(), 'kerntap: OTLP header "x-token": a gRPC metadata value must be printable ASCII');
 });

@@ -33,6 +33,18 @@ test('settings: file first, then OTEL_* variables, then defaults', () => {
   assert.equal(f.histogram, 'exponential');
 });
 
+test('gRPC settings: the base endpoint as it is, headers checked as metadata', () => {
+  const g = resolveOtlpSettings({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'https://collector:4317', OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_HEADERS: 'Authorization=Api-Token%20x' })!;
+  assert.equal(g.protocol, 'grpc');
+  assert.equal(g.url, 'https://collector:4317', 'no /v1/metrics: gRPC names the service, not a path');
+  assert.deepEqual(g.headers, { Authorization: 'Api-Token x' });
+  assert.equal(resolveOtlpSettings({ endpoint: 'http://c:4317/', protocol: 'grpc' }, {})!.url, 'http://c:4317/');
+  assert.throws(() => resolveOtlpSettings({ endpoint: 'http://c:4317/v1/metrics', protocol: 'grpc' }, {}), /^ConfigError: config key otlp.endpoint: a gRPC endpoint is scheme:\/\/host:port, without a path \(got \/v1\/metrics\)$/);
+  assert.throws(() => resolveOtlpSettings({ endpoint: 'http://c:4317', protocol: 'grpc', headers: { 'x-id-bin': 'a' } }, {}), /OTLP header "x-id-bin": not a gRPC metadata key/);
+  assert.throws(() => resolveOtlpSettings({ endpoint: 'http://c:4317', protocol: 'grpc', headers: { 'x-id': 'caf\u00e9-secret' } }, {}), (e: Error) => !e.message.includes('secret') && /printable ASCII/.test(e.message));
+  assert.equal(resolveOtlpSettings({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })!.protocol, 'http/protobuf', 'the default stays http/protobuf');
+});
+
 test('resource attributes: OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME, then the file', () => {
   const env = { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://x', OTEL_RESOURCE_ATTRIBUTES: 'service.name=a,deployment.environment=prod%20eu,team=x', OTEL_SERVICE_NAME: 'b' };
   assert.deepEqual(resolveOtlpSettings({}, env)!.resourceAttributes, { 'service.name': 'b', 'deployment.environment': 'prod eu', team: 'x' });
