@@ -6,42 +6,39 @@
 
 namespace kerntap {
 
+namespace {
+
+// Calls set(name, n) for each entry of opts[key], { mapName: integer >= min }.
+template <typename Set>
+void ForEachMapOption(Napi::Env env, const Napi::Object& opts, const char* key, double min, const char* want, Set set) {
+  Napi::Value v = opts.Get(key);
+  if (v.IsUndefined()) return;
+  if (!v.IsObject()) throw Napi::TypeError::New(env, std::string(key) + " must be an object");
+  Napi::Object m = v.As<Napi::Object>();
+  Napi::Array names = m.GetPropertyNames();
+  for (uint32_t i = 0; i < names.Length(); i++) {
+    std::string name = names.Get(i).ToString();
+    Napi::Value n = m.Get(name);
+    double d = n.IsNumber() ? n.As<Napi::Number>().DoubleValue() : -1;
+    if (d < min || d > UINT32_MAX || d != static_cast<double>(static_cast<uint32_t>(d))) {
+      throw Napi::TypeError::New(env, std::string(key) + "." + name + " must be a " + want);
+    }
+    set(name, static_cast<uint32_t>(d));
+  }
+}
+
+}  // namespace
+
 void BpfObject::ApplyOptions(Napi::Env env, const Napi::Object& opts) {
-  Napi::Value v = opts.Get("maxEntries");
-  if (!v.IsUndefined()) {
-    if (!v.IsObject()) throw Napi::TypeError::New(env, "maxEntries must be an object");
-    Napi::Object m = v.As<Napi::Object>();
-    Napi::Array names = m.GetPropertyNames();
-    for (uint32_t i = 0; i < names.Length(); i++) {
-      std::string name = names.Get(i).ToString();
-      struct bpf_map* map = FindMap(env, name);
-      Napi::Value n = m.Get(name);
-      double d = n.IsNumber() ? n.As<Napi::Number>().DoubleValue() : -1;
-      if (d < 1 || d > UINT32_MAX || d != static_cast<double>(static_cast<uint32_t>(d))) {
-        throw Napi::TypeError::New(env, "maxEntries." + name + " must be a positive integer");
-      }
-      int rc = bpf_map__set_max_entries(map, static_cast<uint32_t>(d));
-      if (rc != 0) throw ErrnoError(env, -rc, what_ + ": cannot set max_entries of map " + name + ": " + ErrText(-rc));
-    }
-  }
-  v = opts.Get("mapFlags");
-  if (!v.IsUndefined()) {
-    if (!v.IsObject()) throw Napi::TypeError::New(env, "mapFlags must be an object");
-    Napi::Object m = v.As<Napi::Object>();
-    Napi::Array names = m.GetPropertyNames();
-    for (uint32_t i = 0; i < names.Length(); i++) {
-      std::string name = names.Get(i).ToString();
-      struct bpf_map* map = FindMap(env, name);
-      Napi::Value n = m.Get(name);
-      double d = n.IsNumber() ? n.As<Napi::Number>().DoubleValue() : -1;
-      if (d < 0 || d > UINT32_MAX || d != static_cast<double>(static_cast<uint32_t>(d))) {
-        throw Napi::TypeError::New(env, "mapFlags." + name + " must be a non-negative integer");
-      }
-      int rc = bpf_map__set_map_flags(map, static_cast<uint32_t>(d));
-      if (rc != 0) throw ErrnoError(env, -rc, what_ + ": cannot set flags of map " + name + ": " + ErrText(-rc));
-    }
-  }
-  v = opts.Get("skipPrograms");
+  ForEachMapOption(env, opts, "maxEntries", 1, "positive integer", [&](const std::string& name, uint32_t n) {
+    int rc = bpf_map__set_max_entries(FindMap(env, name), n);
+    if (rc != 0) throw ErrnoError(env, -rc, what_ + ": cannot set max_entries of map " + name + ": " + ErrText(-rc));
+  });
+  ForEachMapOption(env, opts, "mapFlags", 0, "non-negative integer", [&](const std::string& name, uint32_t n) {
+    int rc = bpf_map__set_map_flags(FindMap(env, name), n);
+    if (rc != 0) throw ErrnoError(env, -rc, what_ + ": cannot set flags of map " + name + ": " + ErrText(-rc));
+  });
+  Napi::Value v = opts.Get("skipPrograms");
   if (!v.IsUndefined()) {
     if (!v.IsArray()) throw Napi::TypeError::New(env, "skipPrograms must be an array of program names");
     Napi::Array skip = v.As<Napi::Array>();

@@ -39,7 +39,7 @@ export async function readDropCounts(obj: BpfObjectHandle): Promise<number[]> {
   const batch = await obj.readMap('kt_drops');
   const out: number[] = [];
   for (let i = 0; i < batch.count; i++) {
-    out[batch.keys.readUInt32LE(i * 4)] = Number(batch.values[i]!);
+    out[batch.keys.readUInt32LE(i * batch.keySize)] = Number(batch.values[i]!);
   }
   return out;
 }

@@ -343,15 +343,21 @@ test('flow TTL: closed flows idle past the TTL are freed in the kernel; flows wi
   assert.deepEqual(obj.deleted.get('flows'), [closed], 'and its kernel entry is freed');
 });
 
-test('flow TTL: an event that races the expiry is not lost (the flow goes back in)', async () => {
+/** A closed flow polled once, then past its TTL while a connection opened and sent 5 bytes between the poll's read and the take. */
+async function racedExpiry(recreated: boolean) {
   const { ids, resolver } = cgroupTree(['web']);
   const { instance, obj } = await start({ flow_ttl: '30s' }, resolver);
   const key = flowKey(ids.web!, v4('10.0.0.7'), 80, 'client');
   obj.contents.flows = flows([[key, flowWords({ sent: 10 })]]);
   await instance.collect(0);
-  // Between the poll's read and the take, a connection opened and sent 5 bytes.
   obj.takeOverride.set(key.toString('hex'), flowWords({ sent: 15, active: 1 }));
+  if (recreated) obj.recreated.add(key.toString('hex'));
   await instance.collect(31_000);
+  return { instance, obj, key };
+}
+
+test('flow TTL: an event that races the expiry is not lost (the flow goes back in)', async () => {
+  const { obj, key } = await racedExpiry(false);
   const back = obj.written.get(key.toString('hex'));
   assert.ok(back, 'the flow is written back');
   assert.equal(back.readBigUInt64LE(L.flowVal.offset.sent), 15n, 'with the raced bytes');
@@ -359,14 +365,7 @@ test('flow TTL: an event that races the expiry is not lost (the flow goes back i
 });
 
 test('flow TTL: when the kernel re-created the raced key, the taken values are carried in userspace', async () => {
-  const { ids, resolver } = cgroupTree(['web']);
-  const { instance, obj } = await start({ flow_ttl: '30s' }, resolver);
-  const key = flowKey(ids.web!, v4('10.0.0.7'), 80, 'client');
-  obj.contents.flows = flows([[key, flowWords({ sent: 10 })]]);
-  await instance.collect(0);
-  obj.takeOverride.set(key.toString('hex'), flowWords({ sent: 15, active: 1 }));
-  obj.recreated.add(key.toString('hex'));
-  await instance.collect(31_000);
+  const { instance, obj, key } = await racedExpiry(true);
   // The kernel's new entry has what came after the take: 7 bytes, the connection closed.
   obj.contents.flows = flows([[key, flowWords({ sent: 7, active: -1 })]]);
   const f = await instance.collect(32_000);
