@@ -21,7 +21,10 @@ import {
 
 const CPU = 'kerntap_cgroup_cpu_time_seconds_total';
 const TTL_MS = 3000;
-const BURN = 'i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done';
+const burn = (n: number) => `i=0; while [ $i -lt ${n} ]; do i=$((i+1)); done`;
+const BURN = burn(150_000);
+/** About half a CPU second: the ticks that follow (a fork every 0.5 s) stay far below 1% of it. */
+const LONG_BURN = burn(400_000);
 const FOREVER = 'exec sleep 2147483647';
 /** A little CPU every half second, so that an exporter started later sees the cgroup too. */
 const TICKING = 'while :; do sleep 0.5; done';
@@ -95,7 +98,7 @@ for (const kind of ['docker', 'podman', 'containerd'] as const) {
 
   test(`${kind}: a CPU-burning container's series has its id, name and runtime, CPU within 1% of its cpu.stat`, async (t) => {
     if (!ready(t)) return;
-    const c = await startContainer(rt(), `kt-burn-${kind}-${suffix}`, `${BURN}; ${TICKING}`);
+    const c = await startContainer(rt(), `kt-burn-${kind}-${suffix}`, `${LONG_BURN}; ${TICKING}`);
     burners.set(kind, c);
     t.diagnostic(`${kind} container ${c.name} (${c.id}) in cgroup ${c.cgroup}`);
     const want = labelsOf(rt(), c);
