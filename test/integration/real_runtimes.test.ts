@@ -10,12 +10,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { bpfUnavailable, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { parseExposition, find, type Sample } from '../helpers/exposition.js';
 import { freePort } from '../helpers/net.js';
 import {
-  cgroupExists, expectCpuMatches, expectTrafficExact, missingRuntimeTools, startRuntimes, startTraffic, untilMetrics,
+  cgroupExists, expectCpuMatches, expectTrafficExact, missingRuntimeTools, startRuntimes, startTraffic, untilMetrics, waitFor,
   type RealContainer, type Runtime, type Runtimes,
 } from '../helpers/realruntimes.js';
 
@@ -170,4 +171,25 @@ test('runtimes hung: identity from the path, names empty, one log line naming ea
   } finally {
     for (const rt of r.all) process.kill(rt.pid, 'SIGCONT');
   }
+});
+
+test('podman API service stopped: identity from the path, names empty, one log line naming the socket', async (t) => {
+  if (!ready(t)) return;
+  const podman = runtimes!.podman!;
+  const c = burners.get('podman')!;
+  // podman's containers run on without the API service (conmon keeps them); SIGKILL leaves its socket file behind.
+  process.kill(podman.pid, 'SIGKILL');
+  await waitFor('podman service gone', () => {
+    try { process.kill(podman.pid, 0); return undefined; } catch { return true; }
+  });
+  assert.ok(existsSync(podman.socket), 'the killed service left its socket');
+  const stopped = await startExporter(['--config.file', writeConfig(configFor(runtimes!))]);
+  undo.push(() => stopped.stop());
+  const want = { ...labelsOf(podman, c), container_name: '' };
+  await until(`podman stopped: series ${JSON.stringify(want)}`, (s) => find(s, CPU, want).length === 1 || undefined, stopped);
+  await until('a log line for the stopped runtime', () => stopped.stderr().includes(`socket ${podman.socket}:`) || undefined, stopped);
+  const lines = stopped.stderr().split('\n').filter((l) => l.includes(`container names: podman socket ${podman.socket}:`));
+  t.diagnostic(lines[0] ?? '');
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, /ECONNREFUSED/);
 });
