@@ -5,8 +5,8 @@
  * and its CPU against the container cgroup's cpu.stat; exact TCP bytes of a
  * container in its own network namespace; a container that exits ages out
  * after cgroup.ttl and a new one under the same name is a new series; and
- * with the runtimes hung, identity from the path with empty names and one
- * log line per socket.
+ * with the runtimes hung, or podman's API service stopped, identity from the
+ * path with empty names and one log line per socket.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
