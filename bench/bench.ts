@@ -664,6 +664,7 @@ async function growth(app: App) {
 
 /** The http collector is opt-in: these configs turn it on (with and without BPF stats). */
 const HTTP_CONFIG = writeConfig('collectors:\n  http:\n    enabled: true\n');
+const EMPTY_HTTP_OBJECT = path.join(ROOT, 'bpf/out/test/http_empty.bpf.o');
 const HTTP_STATS_CONFIG = writeConfig('bpf:\n  stats: true\ncollectors:\n  http:\n    enabled: true\n');
 
 /**
@@ -711,24 +712,29 @@ function perProgram(before: ProgCounters, after: ProgCounters): Record<string, {
  */
 async function httpCost(app: App) {
   const blocks = SMOKE ? 50_000 : 500_000;
-  type Side = 'off' | 'on';
+  // floor: http off, and empty programs on the http hooks: what any program there costs.
+  type Side = 'off' | 'on' | 'floor';
+  const sides: Side[] = ['off', 'on', 'floor'];
   const rounds: Record<Side, { wrk: WrkResult; syscallsPerS: number }>[] = [];
   await stats.offDuring(async () => {
     for (let r = 0; r < P.rounds; r++) {
-      const order: Side[] = r % 2 === 0 ? ['off', 'on'] : ['on', 'off'];
+      const order = [...sides.slice(r % 3), ...sides.slice(0, r % 3)];
       const got: Partial<(typeof rounds)[number]> = {};
       for (const side of order) {
         const k = await startExporter(side === 'on' ? ['--config.file', HTTP_CONFIG, '--poll.interval', '5s'] : ['--poll.interval', '5s']);
+        const empty = side === 'floor' ? new (loadNative().BpfObject)(EMPTY_HTTP_OBJECT) : undefined;
         try {
+          empty?.attach();
           await sleep(2000);
           got[side] = { wrk: app.wrk({ seconds: P.roundS, close: false }), syscallsPerS: syscallWorkload(blocks) };
         } finally {
+          empty?.close();
           await k.stop();
         }
       }
       const round = got as (typeof rounds)[number];
       rounds.push(round);
-      log(`http cost round ${r + 1}: extra CPU/request ${(round.on.wrk.cpuUsPerRequest - round.off.wrk.cpuUsPerRequest).toFixed(3)} µs, syscalls ${(round.on.syscallsPerS / round.off.syscallsPerS).toFixed(3)}x`);
+      log(`http cost round ${r + 1}: extra CPU/request ${(round.on.wrk.cpuUsPerRequest - round.off.wrk.cpuUsPerRequest).toFixed(3)} µs (floor ${(round.floor.wrk.cpuUsPerRequest - round.off.wrk.cpuUsPerRequest).toFixed(3)}), syscalls ${(round.on.syscallsPerS / round.off.syscallsPerS).toFixed(3)}x (floor ${(round.floor.syscallsPerS / round.off.syscallsPerS).toFixed(3)}x)`);
     }
   });
   // Two workloads, measured apart: fds that are not tracked (dd: every
@@ -754,7 +760,7 @@ async function httpCost(app: App) {
     } finally {
       await k.stop();
     }
-    const emptyObj = new (loadNative().BpfObject)(path.join(ROOT, 'bpf/out/test/http_empty.bpf.o'));
+    const emptyObj = new (loadNative().BpfObject)(EMPTY_HTTP_OBJECT);
     const empty: Partial<Costs> = {};
     try {
       emptyObj.attach();
@@ -782,14 +788,17 @@ async function httpCost(app: App) {
   return {
     keepAlive: {
       extraCpuUsPerRequest: spread(rounds.map((r) => r.on.wrk.cpuUsPerRequest - r.off.wrk.cpuUsPerRequest)),
+      floorExtraCpuUsPerRequest: spread(rounds.map((r) => r.floor.wrk.cpuUsPerRequest - r.off.wrk.cpuUsPerRequest)),
       cpuUsPerRequestOff: median(rounds.map((r) => r.off.wrk.cpuUsPerRequest)),
       cpuUsPerRequestOn: median(rounds.map((r) => r.on.wrk.cpuUsPerRequest)),
       requestsPerS: spread(rounds.map((r) => r.on.wrk.requestsPerS / r.off.wrk.requestsPerS)),
     },
     nonHttpSyscalls: {
       throughput: spread(rounds.map((r) => r.on.syscallsPerS / r.off.syscallsPerS)),
+      floorThroughput: spread(rounds.map((r) => r.floor.syscallsPerS / r.off.syscallsPerS)),
       syscallsPerSOff: median(rounds.map((r) => r.off.syscallsPerS)),
       syscallsPerSOn: median(rounds.map((r) => r.on.syscallsPerS)),
+      syscallsPerSFloor: median(rounds.map((r) => r.floor.syscallsPerS)),
     },
     inKernel: { nonHttp: inKernel('nonHttp'), http: inKernel('http') },
     rounds,
