@@ -4,6 +4,8 @@ import assert from 'node:assert/strict';
 import { http, httpMetrics, parseProcNetTcp } from '../../src/collectors/http.js';
 import { formatAddress } from '../../src/collectors/tcp.js';
 import { prometheusName } from '../../src/model/metric.js';
+import { hookPresent, probeCollector } from '../../src/probe.js';
+import type { NativeBinding } from '../../src/bpf/native.js';
 
 const HEAD = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n';
 
@@ -29,4 +31,14 @@ test('off by default; OTel names translate to the semconv Prometheus names', () 
   assert.equal(prometheusName(httpMetrics.server), 'kerntap_http_server_request_duration_seconds');
   assert.equal(prometheusName(httpMetrics.client), 'kerntap_http_client_request_duration_seconds');
   assert.deepEqual(httpMetrics.server.labels, ['cgroup', 'server.port', 'http.request.method', 'http.response.status_code']);
+});
+
+test('probe: a kernel without a syscall tracepoint turns the collector off, naming it', () => {
+  const missing = { kind: 'tracepoint' as const, name: 'syscalls/sys_enter_kerntap_absent', since: '4.7, with CONFIG_FTRACE_SYSCALLS and tracefs mounted' };
+  const native = {} as NativeBinding; // tracepoints are looked up in tracefs, not BTF
+  assert.equal(hookPresent(native, missing), false);
+  const probe = probeCollector({ ...http, hooks: [...http.hooks, missing] }, true, native, undefined);
+  assert.equal(probe.enabled, false);
+  assert.match(probe.reason, /^kernel lacks tracepoint\/syscalls\/sys_enter_kerntap_absent \(since 4\.7, with CONFIG_FTRACE_SYSCALLS and tracefs mounted\)$/);
+  assert.equal(probeCollector(http, false, native, undefined).reason, 'disabled in config (collectors.http.enabled: false)');
 });
