@@ -556,7 +556,7 @@ export async function startTraffic(connections: number, request: number, respons
       }
     },
     /** Labels of the container's client flow to the server. */
-    flow: (labels: Record<string, string>) => ({ ...labels, role: 'client', peer: veth.hostAddr, peer_port: String(port) }),
+    flow: (labels: Record<string, string>) => ({ ...labels, role: 'client', peer: veth.hostAddr, server_port: String(port) }),
     async close(): Promise<void> {
       veth.destroy();
       await server.close();
