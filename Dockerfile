@@ -1,7 +1,10 @@
 # kerntap image: a build stage with the toolchain, a runtime stage with Node 24 LTS,
 # libbpf and libelf only, plus the prebuilt BPF objects and addon.
 #   docker build -t kerntap .
-FROM node:24-bookworm-slim AS build
+# NODE_IMAGE: the base of both stages; where no registry is reachable,
+# scripts/image-bases.sh makes an equivalent from Debian and npm packages.
+ARG NODE_IMAGE=node:24-bookworm-slim
+FROM ${NODE_IMAGE} AS build
 RUN apt-get update \
  && apt-get install -y --no-install-recommends clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 \
  && rm -rf /var/lib/apt/lists/*
@@ -17,7 +20,7 @@ RUN make -C bpf \
  && npx tsc -p tsconfig.build.json \
  && npm prune --omit=dev
 
-FROM node:24-bookworm-slim
+FROM ${NODE_IMAGE}
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libbpf1 libelf1 zlib1g \
  && rm -rf /var/lib/apt/lists/*
@@ -26,6 +29,7 @@ COPY --from=build /src/package.json ./
 COPY --from=build /src/node_modules node_modules
 COPY --from=build /src/bin bin
 COPY --from=build /src/dist/src dist/src
+COPY proto proto
 COPY --from=build /src/bpf/out/*.bpf.o bpf/out/
 COPY --from=build /src/build/Release/kerntap_native.node build/Release/
 # uid 0, but with only CAP_BPF and CAP_PERFMON granted by the runtime

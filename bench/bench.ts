@@ -11,8 +11,9 @@ import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { loadNative } from '../src/bpf/native.js';
+import { loadNative, type BpfObjectHandle } from '../src/bpf/native.js';
 import { renderExposition } from '../src/exporters/prometheus.js';
+import { renderProtobuf } from '../src/exporters/prometheus-proto.js';
 import { defineMetric } from '../src/model/metric.js';
 import { numberFamily, type Family, type RawFamily, type Snapshot } from '../src/model/snapshot.js';
 import { SeriesTracker } from '../src/series.js';
@@ -34,7 +35,7 @@ const P = SMOKE
     rateConnections: [1, 16], stepS: 1, exporterStepS: 1, connSteps: [0, 200], cgroupSteps: [0, 20],
   }
   : {
-    workloadS: 8, kernelRounds: 4, rounds: 6, roundS: 5, conns: 10000, cgroups: 1000, scaleS: 60, settleS: 5, series: [1000, 10000, 100000], mapEntries: [1000, 10000, 100000],
+    workloadS: 8, kernelRounds: 6, rounds: 10, roundS: 5, conns: 10000, cgroups: 1000, scaleS: 60, settleS: 5, series: [1000, 10000, 100000], mapEntries: [1000, 10000, 100000],
     rateConnections: [1, 4, 16, 64], stepS: 5, exporterStepS: 10, connSteps: [0, 2500, 5000, 10000], cgroupSteps: [0, 250, 500, 1000],
   };
 
@@ -106,6 +107,10 @@ const HOOKS: Record<string, string> = {
   tcp_state: 'inet_sock_set_state', inet_sock_set_s: 'inet_sock_set_state',
   tcp_send_reset: 'tcp_send_reset',
   tcp_receive_reset: 'tcp_receive_reset', tcp_receive_res: 'tcp_receive_reset',
+  tcp_retransmit_synack: 'tcp_retransmit_synack',
+  // The floor: empty programs on the same hooks (test/fixtures/bpf/bench_floor.bpf.c).
+  floor_sched_switch: 'sched_switch', floor_tcp_probe: 'tcp_probe', floor_inet_sock_set_state: 'inet_sock_set_state',
+  floor_tcp_send_reset: 'tcp_send_reset', floor_tcp_receive_reset: 'tcp_receive_reset', floor_tcp_retransmit_synack: 'tcp_retransmit_synack',
 };
 
 type ProgCounters = Map<string, { runTimeNs: number; runs: number }>;
@@ -142,7 +147,9 @@ async function kerntapCounters(k: Exporter): Promise<ProgCounters> {
 
 /** The bench compares every collector's hooks: refuse to measure a kerntap with one of them off. */
 async function requireAllCollectors(k: Exporter): Promise<void> {
-  const off = find(parseExposition(await k.scrape()), 'kerntap_collector_enabled').filter((s) => s.value !== 1);
+  // Opt-in collectors left off by the config are not missing.
+  const byConfig = (c: string) => k.stderr().split('\n').some((l) => l.includes('"collector off"') && l.includes(`"collector":"${c}"`) && l.includes('disabled in config'));
+  const off = find(parseExposition(await k.scrape()), 'kerntap_collector_enabled').filter((s) => s.value !== 1 && !byConfig(s.labels.collector!));
   if (off.length > 0) {
     const reasons = k.stderr().split('\n').filter((l) => l.includes('"collector off"'));
     throw new Error(`kerntap collector(s) off: ${off.map((s) => s.labels.collector).join(', ')}\n${reasons.join('\n')}`);
@@ -204,10 +211,48 @@ class Bpftrace {
   }
 }
 
+/** Empty programs on kerntap's hooks, loaded and attached by this process: the floor of what a hook costs. */
+class Floor {
+  private constructor(private readonly obj: BpfObjectHandle) {}
+
+  static start(): Floor {
+    const obj = new (loadNative().BpfObject)(path.join(ROOT, 'bpf/out/test/bench_floor.bpf.o'));
+    obj.attach();
+    return new Floor(obj);
+  }
+
+  counters(): ProgCounters {
+    return new Map(this.obj.programs().map((p) => [p.name, { runTimeNs: Number(p.runTimeNs), runs: Number(p.runCount) }]));
+  }
+
+  stop(): void {
+    this.obj.close();
+  }
+}
+
+/** A 95% confidence interval of the median over rounds, by bootstrap (resampling the rounds). */
+function bootstrapMedian(xs: number[], resamples = 2000): { median: number; low: number; high: number } {
+  let seed = 12345; // fixed: the same rounds give the same interval
+  const rand = () => ((seed = (seed * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const medians: number[] = [];
+  for (let i = 0; i < resamples; i++) medians.push(median(Array.from(xs, () => xs[Math.floor(rand() * xs.length)]!)));
+  medians.sort((a, b) => a - b);
+  return { median: median(xs), low: medians[Math.floor(resamples * 0.025)]!, high: medians[Math.floor(resamples * 0.975)]! };
+}
+
+/** Rounds needed for a 95% interval of ±`delta` around a mean ratio, from the spread of the per-round ratios. */
+function roundsFor(xs: number[], delta = 0.02): number {
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
+  return Math.ceil(((1.96 * sd) / delta) ** 2);
+}
+
 /**
- * ns/event per hook, kerntap and bpftrace on the same workload, in
- * alternating rounds (the order flips every round, so drift favours
- * neither); each round's ratio is taken from the two sides of that round.
+ * ns/event per hook on the same workload: kerntap, bpftrace, and the floor
+ * (empty programs on the same hooks), in rounds whose order rotates (drift
+ * favours no side); each round's ratios are taken from the sides of that
+ * round. Every kerntap figure is then stated above the floor, as a ratio to
+ * it and as a ratio to bpftrace.
  */
 async function inKernelCost(app: App) {
   const closedPort = await freePort();
@@ -240,10 +285,22 @@ async function inKernelCost(app: App) {
         await bt.stop();
       }
     },
+    floor: async (): Promise<Record<string, HookCost>> => {
+      const floor = Floor.start();
+      try {
+        const c0 = floor.counters();
+        const seconds = workload();
+        return hookCosts(c0, floor.counters(), seconds);
+      } finally {
+        floor.stop();
+      }
+    },
   };
-  const rounds: { kerntap: Record<string, HookCost>; bpftrace: Record<string, HookCost> }[] = [];
+  type Side = keyof typeof sides;
+  const all: Side[] = ['kerntap', 'bpftrace', 'floor'];
+  const rounds: Record<Side, Record<string, HookCost>>[] = [];
   for (let r = 0; r < P.kernelRounds; r++) {
-    const order = r % 2 === 0 ? (['kerntap', 'bpftrace'] as const) : (['bpftrace', 'kerntap'] as const);
+    const order = [...all.slice(r % 3), ...all.slice(0, r % 3)];
     const got: Partial<(typeof rounds)[number]> = {};
     for (const side of order) {
       log(`in-kernel cost round ${r + 1}: ${side}`);
@@ -252,19 +309,31 @@ async function inKernelCost(app: App) {
     rounds.push(got as (typeof rounds)[number]);
   }
   const hooks = [...new Set(rounds.flatMap((r) => Object.keys(r.kerntap)))].sort();
+  const perRound = (hook: string, of: (r: (typeof rounds)[number]) => number | undefined) =>
+    rounds.map(of).filter((x): x is number => x !== undefined && Number.isFinite(x));
   return hooks.map((hook) => {
-    const k = rounds.map((r) => r.kerntap[hook]?.nsPerEvent ?? 0);
-    const b = rounds.map((r) => r.bpftrace[hook]?.nsPerEvent ?? 0);
-    const ratios = rounds.filter((r) => (r.bpftrace[hook]?.nsPerEvent ?? 0) > 0 && (r.kerntap[hook]?.events ?? 0) > 0)
-      .map((r) => r.kerntap[hook]!.nsPerEvent / r.bpftrace[hook]!.nsPerEvent);
+    const ns = (r: (typeof rounds)[number], side: Side) => ((r[side][hook]?.events ?? 0) > 0 ? r[side][hook]!.nsPerEvent : undefined);
+    const ratio = (num: Side, den: Side) => perRound(hook, (r) => {
+      const [a, b] = [ns(r, num), ns(r, den)];
+      return a !== undefined && b ? a / b : undefined;
+    });
+    const aboveFloor = perRound(hook, (r) => {
+      const [a, f] = [ns(r, 'kerntap'), ns(r, 'floor')];
+      return a !== undefined && f !== undefined ? a - f : undefined;
+    });
+    const toBpftrace = ratio('kerntap', 'bpftrace');
+    const toFloor = ratio('kerntap', 'floor');
     return {
       hook,
-      kerntapNs: median(k),
-      bpftraceNs: median(b),
+      kerntapNs: median(perRound(hook, (r) => ns(r, 'kerntap'))),
+      bpftraceNs: median(perRound(hook, (r) => ns(r, 'bpftrace'))),
+      floorNs: median(perRound(hook, (r) => ns(r, 'floor'))),
       events: median(rounds.map((r) => r.kerntap[hook]?.events ?? 0)),
       bpftraceEvents: median(rounds.map((r) => r.bpftrace[hook]?.events ?? 0)),
-      ratio: ratios.length ? spread(ratios) : null,
-      rounds: rounds.map((r) => ({ kerntap: r.kerntap[hook] ?? null, bpftrace: r.bpftrace[hook] ?? null })),
+      nsAboveFloor: aboveFloor.length ? spread(aboveFloor) : null,
+      ratioToFloor: toFloor.length ? spread(toFloor) : null,
+      ratio: toBpftrace.length ? spread(toBpftrace) : null,
+      rounds: rounds.map((r) => ({ kerntap: r.kerntap[hook] ?? null, bpftrace: r.bpftrace[hook] ?? null, floor: r.floor[hook] ?? null })),
     };
   });
 }
@@ -356,6 +425,10 @@ async function appOverhead(app: App) {
     result[close ? 'connection_per_request' : 'keep_alive'] = {
       rounds,
       requestsPerS: spread(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)),
+      /** Median over rounds with a 95% bootstrap interval; and the rounds a ±2% interval needs on this machine. */
+      requestsPerSInterval: bootstrapMedian(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)),
+      cpuPerRequestInterval: bootstrapMedian(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)),
+      roundsFor2Percent: { requestsPerS: roundsFor(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)), cpuPerRequest: roundsFor(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)) },
       cpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)),
       bpftraceRequestsPerS: spread(rounds.map((r) => r.bpftrace.requestsPerS / r.off.requestsPerS)),
       bpftraceCpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.bpftrace.cpuUsPerRequest)),
@@ -434,7 +507,8 @@ async function longestBlock<T>(work: () => Promise<T>): Promise<{ result: T; ms:
  * Poll bookkeeping (SeriesTracker) and /metrics rendering for n series, as the
  * poller does it: counter families of up to 10k series (the default
  * limits.max_series_per_metric) with 4 labels, flow-like values; rendering
- * also through prom-client's Registry, the baseline (same bytes). Medians of
+ * also through prom-client's Registry, the baseline (same bytes), and in the
+ * protobuf exposition (counters with created timestamps). Medians of
  * three polls after the first (steady state: every series already tracked);
  * the longest block is the worst of the three.
  */
@@ -469,9 +543,11 @@ async function seriesCost() {
       const render = await longestBlock(() => renderExposition(snapshot, 'text'));
       const baseline = await longestBlock(() => renderWithPromClient(snapshot, 'text'));
       if (baseline.result !== render.result.toString('utf8')) throw new Error(`render of ${n} series differs from prom-client's`);
+      const proto = await longestBlock(() => renderProtobuf(snapshot));
       runs.push({
         trackMs, trackBlockMs, renderMs: render.ms, renderCpuMs: render.cpuMs, maxBlockMs: render.maxBlockMs, body: render.result,
         promClientMs: baseline.ms, promClientBlockMs: baseline.maxBlockMs,
+        protobufMs: proto.ms, protobufBlockMs: proto.maxBlockMs, protobufBytes: proto.result.length,
       });
     }
     const body = runs.at(-1)!.body;
@@ -480,9 +556,10 @@ async function seriesCost() {
       maxEventLoopBlockMs: Math.max(...runs.map((r) => r.maxBlockMs)),
       promClientRenderMs: median(runs.map((r) => r.promClientMs)), promClientMaxBlockMs: Math.max(...runs.map((r) => r.promClientBlockMs)),
       renderRatio: median(runs.map((r) => r.renderMs / r.promClientMs)), bytes: body.length, lines: parseExposition(body.toString('utf8')).length,
+      protobufRenderMs: median(runs.map((r) => r.protobufMs)), protobufMaxBlockMs: Math.max(...runs.map((r) => r.protobufBlockMs)), protobufBytes: runs.at(-1)!.protobufBytes,
     };
     out.push(row);
-    log(`series ${n}: bookkeeping ${row.trackMs.toFixed(0)} ms (longest block ${row.trackMaxBlockMs.toFixed(0)} ms), render ${row.renderMs.toFixed(0)} ms (${row.renderRatio.toFixed(2)}× prom-client's), longest block ${row.maxEventLoopBlockMs.toFixed(0)} ms`);
+    log(`series ${n}: bookkeeping ${row.trackMs.toFixed(0)} ms (longest block ${row.trackMaxBlockMs.toFixed(0)} ms), render ${row.renderMs.toFixed(0)} ms (${row.renderRatio.toFixed(2)}× prom-client's), longest block ${row.maxEventLoopBlockMs.toFixed(0)} ms; protobuf ${row.protobufRenderMs.toFixed(0)} ms, longest block ${row.protobufMaxBlockMs.toFixed(0)} ms`);
   }
   return out;
 }
@@ -596,6 +673,149 @@ async function growth(app: App) {
   return { eventRate, cpus, exporter };
 }
 
+/** The http collector is opt-in: these configs turn it on (with and without BPF stats). */
+const HTTP_CONFIG = writeConfig('collectors:\n  http:\n    enabled: true\n');
+const EMPTY_HTTP_OBJECT = path.join(ROOT, 'bpf/out/test/http_empty.bpf.o');
+const HTTP_STATS_CONFIG = writeConfig('bpf:\n  stats: true\ncollectors:\n  http:\n    enabled: true\n');
+
+/**
+ * A syscall-heavy workload that is not HTTP: two dd moving 64-byte blocks
+ * from /dev/zero through a pipe to /dev/null (four small reads and writes
+ * per block), in a cgroup of their own. Returns syscalls per CPU-second
+ * of that cgroup (its cpu.stat): unlike wall time, it does not move when
+ * other work on the machine takes CPU away.
+ */
+function syscallWorkload(blocks: number): number {
+  const cg = TestCgroup.unique('kt-bench-dd');
+  try {
+    const usage0 = cg.usageUsec();
+    spawnSync('/bin/sh', ['-c', 'echo $$ > "$0" && exec /bin/sh -c "$1"', path.join(cg.abs, 'cgroup.procs'),
+      `dd if=/dev/zero bs=64 count=${blocks} status=none | dd of=/dev/null bs=64 status=none`]);
+    return (4 * blocks) / ((cg.usageUsec() - usage0) / 1e6);
+  } finally {
+    void cg.destroy();
+  }
+}
+
+/** Runs and run time of each program of a loaded object (BPF stats on), by program name. */
+function objectCounters(programs: { name: string; runTimeNs: bigint; runCount: bigint }[]): ProgCounters {
+  return new Map(programs.map((p) => [p.name, { runTimeNs: Number(p.runTimeNs), runs: Number(p.runCount) }]));
+}
+
+function perProgram(before: ProgCounters, after: ProgCounters): Record<string, { nsPerEvent: number; events: number }> {
+  const out: Record<string, { nsPerEvent: number; events: number }> = {};
+  for (const [name, a] of after) {
+    if (!name.startsWith('http_')) continue;
+    const b = before.get(name) ?? { runTimeNs: 0, runs: 0 };
+    const runs = a.runs - b.runs;
+    out[name] = { nsPerEvent: runs > 0 ? (a.runTimeNs - b.runTimeNs) / runs : 0, events: runs };
+  }
+  return out;
+}
+
+/**
+ * The http collector's cost, side by side in interleaved rounds:
+ *  - extra app CPU per request, wrk -> nginx keep-alive, kerntap with http
+ *    on vs kerntap with http off (BPF stats off);
+ *  - throughput of a non-HTTP syscall-heavy workload, http on vs off;
+ *  - in-kernel ns per event of each program vs an empty program on the
+ *    same hook (the floor: what any program there costs), same workload.
+ */
+async function httpCost(app: App) {
+  const blocks = SMOKE ? 50_000 : 500_000;
+  // floor: http off, and empty programs on the http hooks: what any program there costs.
+  type Side = 'off' | 'on' | 'floor';
+  const sides: Side[] = ['off', 'on', 'floor'];
+  const rounds: Record<Side, { wrk: WrkResult; syscallsPerS: number }>[] = [];
+  await stats.offDuring(async () => {
+    for (let r = 0; r < P.rounds; r++) {
+      const order = [...sides.slice(r % 3), ...sides.slice(0, r % 3)];
+      const got: Partial<(typeof rounds)[number]> = {};
+      for (const side of order) {
+        const k = await startExporter(side === 'on' ? ['--config.file', HTTP_CONFIG, '--poll.interval', '5s'] : ['--poll.interval', '5s']);
+        const empty = side === 'floor' ? new (loadNative().BpfObject)(EMPTY_HTTP_OBJECT) : undefined;
+        try {
+          empty?.attach();
+          await sleep(2000);
+          got[side] = { wrk: app.wrk({ seconds: P.roundS, close: false }), syscallsPerS: syscallWorkload(blocks) };
+        } finally {
+          empty?.close();
+          await k.stop();
+        }
+      }
+      const round = got as (typeof rounds)[number];
+      rounds.push(round);
+      log(`http cost round ${r + 1}: extra CPU/request ${(round.on.wrk.cpuUsPerRequest - round.off.wrk.cpuUsPerRequest).toFixed(3)} µs (floor ${(round.floor.wrk.cpuUsPerRequest - round.off.wrk.cpuUsPerRequest).toFixed(3)}), syscalls ${(round.on.syscallsPerS / round.off.syscallsPerS).toFixed(3)}x (floor ${(round.floor.syscallsPerS / round.off.syscallsPerS).toFixed(3)}x)`);
+    }
+  });
+  // Two workloads, measured apart: fds that are not tracked (dd: every
+  // event is a miss) and tracked HTTP connections (wrk -> nginx).
+  const workloads = {
+    nonHttp: () => { syscallWorkload(blocks); },
+    http: () => {
+      app.wrk({ seconds: P.workloadS, close: false });
+      app.wrk({ seconds: Math.max(1, P.workloadS / 4), close: true });
+    },
+  };
+  type Costs = Record<keyof typeof workloads, ReturnType<typeof perProgram>>;
+  const kernel: { kerntap: Costs; empty: Costs }[] = [];
+  for (let r = 0; r < P.kernelRounds; r++) {
+    const k = await startExporter(['--config.file', HTTP_STATS_CONFIG]);
+    const kerntap: Partial<Costs> = {};
+    try {
+      for (const [name, run] of Object.entries(workloads) as [keyof typeof workloads, () => void][]) {
+        const c0 = await kerntapCounters(k);
+        run();
+        kerntap[name] = perProgram(c0, await kerntapCounters(k));
+      }
+    } finally {
+      await k.stop();
+    }
+    const emptyObj = new (loadNative().BpfObject)(EMPTY_HTTP_OBJECT);
+    const empty: Partial<Costs> = {};
+    try {
+      emptyObj.attach();
+      for (const [name, run] of Object.entries(workloads) as [keyof typeof workloads, () => void][]) {
+        const c0 = objectCounters(emptyObj.programs());
+        run();
+        empty[name] = perProgram(c0, objectCounters(emptyObj.programs()));
+      }
+    } finally {
+      emptyObj.close();
+    }
+    kernel.push({ kerntap: kerntap as Costs, empty: empty as Costs });
+    log(`http in-kernel round ${r + 1} done`);
+  }
+  const inKernel = (w: keyof typeof workloads) => {
+    const programs = [...new Set(kernel.flatMap((r) => Object.keys(r.kerntap[w])))].sort()
+      .filter((name) => median(kernel.map((r) => r.kerntap[w][name]?.events ?? 0)) > 0);
+    return programs.map((name) => ({
+      program: name,
+      kerntapNs: median(kernel.map((r) => r.kerntap[w][name]?.nsPerEvent ?? 0)),
+      emptyNs: median(kernel.map((r) => r.empty[w][name]?.nsPerEvent ?? 0)),
+      events: median(kernel.map((r) => r.kerntap[w][name]?.events ?? 0)),
+    }));
+  };
+  return {
+    keepAlive: {
+      extraCpuUsPerRequest: spread(rounds.map((r) => r.on.wrk.cpuUsPerRequest - r.off.wrk.cpuUsPerRequest)),
+      floorExtraCpuUsPerRequest: spread(rounds.map((r) => r.floor.wrk.cpuUsPerRequest - r.off.wrk.cpuUsPerRequest)),
+      cpuUsPerRequestOff: median(rounds.map((r) => r.off.wrk.cpuUsPerRequest)),
+      cpuUsPerRequestOn: median(rounds.map((r) => r.on.wrk.cpuUsPerRequest)),
+      requestsPerS: spread(rounds.map((r) => r.on.wrk.requestsPerS / r.off.wrk.requestsPerS)),
+    },
+    nonHttpSyscalls: {
+      throughput: spread(rounds.map((r) => r.on.syscallsPerS / r.off.syscallsPerS)),
+      floorThroughput: spread(rounds.map((r) => r.floor.syscallsPerS / r.off.syscallsPerS)),
+      syscallsPerSOff: median(rounds.map((r) => r.off.syscallsPerS)),
+      syscallsPerSOn: median(rounds.map((r) => r.on.syscallsPerS)),
+      syscallsPerSFloor: median(rounds.map((r) => r.floor.syscallsPerS)),
+    },
+    inKernel: { nonHttp: inKernel('nonHttp'), http: inKernel('http') },
+    rounds,
+  };
+}
+
 const PARTS = {
   inKernel: (app: App) => inKernelCost(app),
   // BPF run-time stats cost every program run two clock reads: off here, so
@@ -607,6 +827,7 @@ const PARTS = {
   // The same with V8's young generation capped (RSS: BENCHMARKS.md §3); the smoke run has no need of it.
   scaleSmallYoungGen: () => (SMOKE ? Promise.resolve(null) : exporterAtScale('--max-semi-space-size=1')),
   growth: (app: App) => growth(app),
+  http: (app: App) => httpCost(app),
 };
 type Part = keyof typeof PARTS;
 

@@ -22,12 +22,17 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Reserved key that collects time once cpu_ns is full (see kt_maps.h). */
 #define CGROUP_OVERFLOW_KEY (~0ULL)
-#define DROP_CPU_NS 0
+enum drop_slot { DROP_CPU_NS = 0 };
 
 struct running_slice {
 	__u64 pid;       /* kernel task id (0: idle or unknown), so userspace can find it */
 	__u64 exec_ns;   /* the task's se.sum_exec_runtime at switch-in */
 };
+
+/* Never read: puts the enums userspace decodes in the object's BTF (see src/bpf/layout.ts). */
+const volatile struct {
+	enum drop_slot drop_slot;
+} kt_layouts;
 
 /* One slot per possible CPU; userspace sets max_entries before load. */
 struct {

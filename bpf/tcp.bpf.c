@@ -556,6 +556,19 @@ struct socket_record {
 	char comm[16];
 };
 
+/*
+ * Never read: it names the types userspace decodes that no map names (the
+ * iterator's records, the enums), so that they are in the object's BTF,
+ * which src/bpf/layout.ts checks the collector against at load.
+ */
+const volatile struct {
+	struct socket_record socket_record;
+	enum role role;
+	enum hist_kind hist_kind;
+	enum failure failure;
+	enum drop_slot drop_slot;
+} kt_layouts;
+
 SEC("iter/tcp")
 int tcp_sockets(struct bpf_iter__tcp *ctx)
 {

@@ -18,9 +18,21 @@ say() { printf '\033[1mkerntap setup:\033[0m %s\n' "$*" >&2; }
 # Debian packages: to build and run, and the extra ones the tests use.
 BUILD_PKGS=(clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 ca-certificates)
 TEST_PKGS=(bpftool prometheus docker-compose iproute2 nftables util-linux libcap2-bin curl wrk nginx bpftrace python3-venv procps iputils-ping)
+# Real container runtimes for test/integration/real_runtimes.test.ts and image.test.ts; the
+# tests start their own daemons, so the packages' services must not start (policy-rc.d).
+RUNTIME_PKGS=(docker.io podman containerd runc containernetworking-plugins busybox-static debootstrap)
 
 # shellcheck source=scripts/apt.sh
 source scripts/apt.sh
+
+# Installs without starting the packages' services (a started dockerd would change iptables).
+apt_ensure_no_services() {
+  local policy=/usr/sbin/policy-rc.d added=""
+  if [[ ! -e $policy ]]; then printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && added=1; fi
+  apt_ensure "$@" || { [[ -n $added ]] && rm -f "$policy"; return 1; }
+  [[ -n $added ]] && rm -f "$policy"
+  return 0
+}
 
 node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
 
@@ -40,7 +52,7 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 apt_ensure "${BUILD_PKGS[@]}"
-[[ $mode == test ]] && apt_ensure "${TEST_PKGS[@]}"
+[[ $mode == test ]] && apt_ensure "${TEST_PKGS[@]}" && apt_ensure_no_services "${RUNTIME_PKGS[@]}"
 node_ensure
 
 # node-gyp builds against the headers of the Node.js that runs it; never downloads them.

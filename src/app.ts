@@ -168,9 +168,9 @@ export class Kerntap {
         log,
         collectorStates: probe.rows.map((r) => ({ name: r.collector, enabled: r.enabled })),
         // New cgroups are found by a walk as soon as an unknown id shows up;
-        // this check (a stat per known path) only notices deletions, which
-        // have cgroup.ttl to age out anyway.
-        beforePoll: () => cgroups.refresh(Math.max(config.poll.interval, 60_000)),
+        // this check (a stat per known path) notices deletions, often enough
+        // that a deleted cgroup's series goes within 1.1 × cgroup.ttl.
+        beforePoll: () => cgroups.refresh(Math.max(config.poll.interval, Math.min(config.cgroup.ttl / 10, 60_000))),
         labeler: app.labeler,
       });
       app.poller = poller;

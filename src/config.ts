@@ -81,7 +81,8 @@ export function configSchema() {
         /** After everything is loaded, attached and listening, a root kerntap switches to this uid/gid, dropping every capability. */
         drop_privileges: z.boolean().default(true),
         run_as_uid: z.number().int().min(1).max(4_294_967_294).default(65534),
-        run_as_gid: z.number().int().min(1).max(4_294_967_294).default(65534),
+        // 0 is allowed: a group grants no capability, and containerd's socket is root:root 0660.
+        run_as_gid: z.number().int().min(0).max(4_294_967_294).default(65534),
       })
       .default({ drop_privileges: true, run_as_uid: 65534, run_as_gid: 65534 }),
     bpf: z
@@ -95,7 +96,7 @@ export function configSchema() {
     otlp: z
       .strictObject({
         endpoint: z.string().optional(),
-        protocol: z.enum(['http/protobuf', 'http/json']).optional(),
+        protocol: z.enum(['http/protobuf', 'http/json', 'grpc']).optional(),
         headers: z.record(z.string(), z.string()).optional(),
         timeout: durationSchema(1).optional(),
         compression: z.enum(['none', 'gzip']).optional(),

@@ -51,6 +51,7 @@ export class Poller extends EventEmitter {
   private inFlight: Promise<Snapshot> | undefined;
   private seq = 0;
   private stopped = false;
+  private lastFailureLogMs = -Infinity;
   private readonly sources: (() => RawFamily[])[] = [];
   latest: Snapshot;
   consecutiveFailures = 0;
@@ -93,17 +94,38 @@ export class Poller extends EventEmitter {
     return this.consecutiveFailures < this.opts.degradedAfterFailures;
   }
 
+  /** Polls now and then every interval; the first poll's result (or failure) is returned. */
   start(): Promise<Snapshot> {
     const first = this.poll();
     const tick = () => {
       if (this.stopped) return;
       this.timer = setTimeout(() => {
-        this.poll().finally(tick);
+        this.poll().then(tick, (err: unknown) => {
+          this.pollFailed(err);
+          tick();
+        });
       }, this.opts.intervalMs);
       this.timer.unref?.();
     };
-    first.finally(tick);
+    // The caller handles the first poll's failure; the schedule goes on either way.
+    first.then(tick, tick);
     return first;
+  }
+
+  /**
+   * A poll that failed as a whole (outside a collector: the labeler, the
+   * cgroup refresh, the self-metrics): counted and logged like a collector
+   * failure, and the next poll is still scheduled. Left to reject, it would
+   * be an unhandled rejection, which ends the process.
+   */
+  private pollFailed(err: unknown): void {
+    this.consecutiveFailures++;
+    this.lastError = (err as Error).message;
+    const nowMs = Date.now();
+    if (nowMs - this.lastFailureLogMs > 60_000) {
+      this.lastFailureLogMs = nowMs;
+      this.opts.log.error({ failures: this.consecutiveFailures }, `poll failed, serving the last snapshot: ${this.lastError}`);
+    }
   }
 
   stop(): void {
@@ -167,7 +189,7 @@ export class Poller extends EventEmitter {
       for (const obj of instance.objects) {
         try {
           for (const prog of obj.programs()) {
-            programs.push({ collector: name, program: prog.name, runTimeNs: prog.runTimeNs, runCount: prog.runCount });
+            programs.push({ collector: name, program: prog.name, runTimeNs: prog.runTimeNs, runCount: prog.runCount, recursionMisses: prog.recursionMisses });
           }
           for (const m of obj.maps()) {
             if (m.name === 'kt_drops') continue;
@@ -204,6 +226,7 @@ export class Poller extends EventEmitter {
       maps,
       overflow,
       pollDurationS,
+      polls: this.seq + 1,
       pollErrors: new Map(this.per.map((pc) => [pc.running.name, pc.errors])),
       series: byProm(this.tracker.seriesCount),
       folded: byProm(this.tracker.folded),

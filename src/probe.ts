@@ -9,6 +9,8 @@ import type { CollectorDefinition, Hook } from './collectors/types.js';
 
 export const CAP = { SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
 export const BTF_PATH = '/sys/kernel/btf/vmlinux';
+/** Where libbpf looks for classic tracepoints' ids. */
+const TRACEFS_ROOTS = ['/sys/kernel/tracing', '/sys/kernel/debug/tracing'];
 
 /** Effective capability set of this process, from /proc/self/status. */
 export function effectiveCapabilities(statusText = readFileSync('/proc/self/status', 'utf8')): bigint {
@@ -40,6 +42,9 @@ export function hookPresent(native: NativeBinding, hook: Hook): boolean {
       return native.btfHasType(`btf_trace_${hook.name}`, 'typedef');
     case 'iter':
       return native.btfHasType(`bpf_iter_${hook.name}`, 'func');
+    case 'tracepoint':
+      // Classic tracepoints are attached by their tracefs id, as libbpf does.
+      return TRACEFS_ROOTS.some((root) => existsSync(`${root}/events/${hook.name}`));
   }
 }
 

@@ -24,6 +24,11 @@ export const selfMetrics = {
     help: 'Times each BPF program ran (only while BPF stats are enabled).',
     labels: ['collector', 'program'],
   }),
+  programRecursionMisses: defineMetric({
+    name: 'kerntap.bpf.program.recursion_misses', kind: 'counter', unit: '{run}',
+    help: 'Runs of each BPF program the kernel skipped because another ran on the same CPU (a skipped close leaves a connection counted as active).',
+    labels: ['collector', 'program'],
+  }),
   mapEntries: defineMetric({
     name: 'kerntap.bpf.map.entries', kind: 'gauge', unit: '{entry}',
     help: 'Entries in each BPF map at the last poll.',
@@ -47,6 +52,11 @@ export const selfMetrics = {
   pollDuration: defineMetric({
     name: 'kerntap.poll.duration', kind: 'gauge', unit: 's',
     help: 'How long the last poll of all collectors took.',
+    labels: [],
+  }),
+  polls: defineMetric({
+    name: 'kerntap.polls', kind: 'counter', unit: '{poll}',
+    help: 'Polls completed (successful or not).',
     labels: [],
   }),
   pollErrors: defineMetric({
@@ -88,11 +98,13 @@ export interface SelfState {
   version: string;
   libbpfVersion: string;
   collectors: { name: string; enabled: boolean }[];
-  programs: { collector: string; program: string; runTimeNs: bigint; runCount: bigint }[];
+  programs: { collector: string; program: string; runTimeNs: bigint; runCount: bigint; recursionMisses: bigint }[];
   statsEnabled: boolean;
   maps: { collector: string; map: string; entries: number | undefined; capacity: number; memoryBytes: number }[];
   overflow: { collector: string; map: string; count: number }[];
   pollDurationS: number;
+  /** Polls completed, counting the one this state is for. */
+  polls: number;
   pollErrors: Map<string, number>;
   series: Map<string, number>;
   folded: Map<string, number>;
@@ -116,7 +128,9 @@ export function selfFamilies(s: SelfState): RawFamily[] {
     numberFamily(selfMetrics.mapCapacity, s.maps.map((m) => p([m.collector, m.map], m.capacity))),
     numberFamily(selfMetrics.mapMemory, s.maps.map((m) => p([m.collector, m.map], m.memoryBytes))),
     numberFamily(selfMetrics.mapOverflow, s.overflow.map((o) => p([o.collector, o.map], o.count))),
+    numberFamily(selfMetrics.programRecursionMisses, s.programs.map((x) => p([x.collector, x.program], Number(x.recursionMisses)))),
     numberFamily(selfMetrics.pollDuration, [p([], s.pollDurationS)]),
+    numberFamily(selfMetrics.polls, [p([], s.polls)]),
     numberFamily(selfMetrics.pollErrors, s.collectors.map((c) => p([c.name], s.pollErrors.get(c.name) ?? 0))),
     numberFamily(selfMetrics.series, [...s.series].map(([m, n]) => p([m], n))),
     numberFamily(selfMetrics.seriesOverflow, [...s.folded].map(([m, n]) => p([m], n))),

@@ -17,9 +17,21 @@ export const OVERFLOW_LABEL = '~overflow';
 interface SeriesState {
   startMs: number;
   identity: string | undefined;
+  /** Counters: the last value; histograms: the last count. */
   last: number;
+  /** Histograms: the last histogram served, served again when a read comes back lower. */
+  lastHist?: HistogramValue;
   lastSeenMs: number;
+  /** Polls in a row in which the series was absent. */
+  missed: number;
 }
+
+/**
+ * A series absent from this many polls in a row is forgotten, and starts
+ * afresh if it returns; one absent for fewer keeps its start time, so a
+ * series that skips a poll is not taken for a reset.
+ */
+export const FORGET_AFTER_MISSED_POLLS = 5;
 
 interface Merged<V> {
   /** The sanitised labels joined, the series' key in `states`. */
@@ -62,7 +74,12 @@ export class SeriesTracker {
           states, fam.def.labels.length, name, (a, b) => { addHistogram(a, b); return a; }, cloneHist);
         const points: HistogramPoint[] = merged.map((m) => {
           const st = this.state(states!, m, m.value.count, nowMs);
-          return { labels: m.labels, hist: m.value, startMs: st.startMs };
+          let hist = m.value;
+          // As for counters: a cumulative histogram never goes down under one start time.
+          if (hist.count < st.last && st.lastHist) hist = st.lastHist;
+          st.last = hist.count;
+          st.lastHist = hist;
+          return { labels: m.labels, hist, startMs: st.startMs };
         });
         out.push({ def: fam.def, kind: 'histogram', points });
       } else {
@@ -79,8 +96,9 @@ export class SeriesTracker {
         });
         out.push({ def: fam.def, kind: fam.kind, points });
       }
-      // Forget series not seen for a while, so a returning one starts afresh.
-      for (const [key, st] of states) if (st.lastSeenMs !== nowMs) states.delete(key);
+      for (const [key, st] of states) {
+        if (st.lastSeenMs !== nowMs && ++st.missed >= FORGET_AFTER_MISSED_POLLS) states.delete(key);
+      }
     }
     return out;
   }
@@ -135,14 +153,16 @@ export class SeriesTracker {
   private state(states: Map<string, SeriesState>, { key, identity }: Merged<unknown>, value: number, nowMs: number): SeriesState {
     let st = states.get(key);
     if (!st || (st.identity !== identity && identity !== 'overflow')) {
-      st = { startMs: nowMs === this.firstPollMs ? this.opts.startMs : nowMs, identity, last: 0, lastSeenMs: nowMs };
+      st = { startMs: nowMs === this.firstPollMs ? this.opts.startMs : nowMs, identity, last: 0, lastSeenMs: nowMs, missed: 0 };
       states.set(key, st);
     } else if (value < st.last && identity === 'overflow') {
       // The overflow series is a sum over changing members: a drop is a reset.
       st.startMs = nowMs;
       st.last = 0;
+      delete st.lastHist;
     }
     st.lastSeenMs = nowMs;
+    st.missed = 0;
     return st;
   }
 }

@@ -1,13 +1,14 @@
 /**
- * HTTP: /metrics (Prometheus text or OpenMetrics by Accept), / (landing
+ * HTTP: /metrics (Prometheus text, OpenMetrics or protobuf by Accept), / (landing
  * page), /healthz. Scrapes are served from the poller's latest snapshot.
  */
+import type { TLSSocket } from 'node:tls';
 import Fastify, { type FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { CONTENT_TYPES, ExpositionCache, negotiateFormat } from './exporters/prometheus.js';
+import { CONTENT_TYPES, ExpositionCache, negotiateFormat } from './exporters/scrape-format.js';
 import type { Poller } from './poller.js';
 import type { CollectorProbe } from './probe.js';
-import { BasicAuth, type WebConfig } from './webconfig.js';
+import { BasicAuth, clientCertProblem, type WebConfig } from './webconfig.js';
 
 export interface ServerOptions {
   poller: Poller;
@@ -35,15 +36,28 @@ export function parseListenAddress(addr: string): { host: string; port: number }
 export function buildServer(opts: ServerOptions): FastifyInstance {
   const app = Fastify({ logger: false, return503OnClosing: true, forceCloseConnections: 'idle', ...(opts.web?.https ? { https: opts.web.https } : {}) });
   const cache = new ExpositionCache();
+  const clientAuth = opts.web?.clientAuth;
+  if (clientAuth) {
+    // Runs after the HTTP server's own listener, before any request is read:
+    // a client that client_auth_type refuses never gets an answer, as in Go.
+    app.server.on('secureConnection', (socket: TLSSocket) => {
+      const problem = clientCertProblem(clientAuth, socket);
+      if (!problem) return;
+      opts.log.debug({ remote: socket.remoteAddress, client_auth_type: clientAuth }, `TLS client refused: ${problem}`);
+      socket.destroy();
+    });
+  }
 
   const headers = opts.web?.headers ?? {};
   const auth = opts.web?.users ? new BasicAuth(opts.web.users) : undefined;
   app.addHook('onRequest', async (req, reply) => {
     for (const [k, v] of Object.entries(headers)) reply.header(k, v);
-    if (auth && !(await auth.check(req.headers.authorization))) {
-      return reply.code(401).header('www-authenticate', 'Basic realm="kerntap"').send('Unauthorized\n');
-    }
+    if (!auth) return;
+    const result = await auth.check(req.headers.authorization);
+    if (result === 'busy') return reply.code(429).header('retry-after', '1').send('Too many credential checks at once\n');
+    if (result === 'denied') return reply.code(401).header('www-authenticate', 'Basic realm="kerntap"').send('Unauthorized\n');
   });
+  if (auth) app.addHook('onClose', async () => auth.close());
 
   app.get(opts.telemetryPath, async (req, reply) => {
     const format = negotiateFormat(req.headers.accept);

@@ -13,13 +13,16 @@
  *
  * Relative paths are relative to the file. Passwords are never logged.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import { Worker } from 'node:worker_threads';
 import bcrypt from 'bcryptjs';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { ConfigError } from './config-error.js';
+import type { CompareReply, CompareRequest } from './bcrypt-worker.js';
 
 const CLIENT_AUTH = ['NoClientCert', 'RequestClientCert', 'RequireAnyClientCert', 'VerifyClientCertIfGiven', 'RequireAndVerifyClientCert'] as const;
 const TLS_VERSIONS = { TLS10: 'TLSv1', TLS11: 'TLSv1.1', TLS12: 'TLSv1.2', TLS13: 'TLSv1.3' } as const;
@@ -41,6 +44,8 @@ const schema = z.strictObject({
   http_server_config: z.strictObject({ headers: z.record(z.string(), z.string()).optional() }).optional(),
 });
 
+export type ClientAuthType = (typeof CLIENT_AUTH)[number];
+
 export interface WebConfig {
   https?: {
     cert: Buffer;
@@ -51,6 +56,8 @@ export interface WebConfig {
     minVersion: (typeof TLS_VERSIONS)[keyof typeof TLS_VERSIONS];
     maxVersion?: (typeof TLS_VERSIONS)[keyof typeof TLS_VERSIONS];
   };
+  /** Checked on each TLS connection after the handshake (clientCertProblem). */
+  clientAuth?: ClientAuthType;
   users?: Map<string, string>;
   headers: Record<string, string>;
 }
@@ -92,43 +99,131 @@ export function loadWebConfig(file: string): WebConfig {
       key: read('tls_server_config.key_file', tls.key_file),
       ...(tls.client_ca_file ? { ca: read('tls_server_config.client_ca_file', tls.client_ca_file) } : {}),
       requestCert: tls.client_auth_type !== 'NoClientCert',
+      // Only this mode lets the handshake itself reject; the others are
+      // checked on the finished handshake, where "no certificate" and "a
+      // certificate that does not verify" can be told apart.
       rejectUnauthorized: tls.client_auth_type === 'RequireAndVerifyClientCert',
       minVersion: TLS_VERSIONS[tls.min_version],
       ...(tls.max_version ? { maxVersion: TLS_VERSIONS[tls.max_version] } : {}),
     };
+    out.clientAuth = tls.client_auth_type;
   }
   if (c.basic_auth_users && Object.keys(c.basic_auth_users).length > 0) out.users = new Map(Object.entries(c.basic_auth_users));
   return out;
 }
 
 /**
- * Checks an Authorization header against the bcrypt users. bcrypt is slow on
- * purpose, so a successful check is remembered (by a SHA-256 of the
- * credentials, never the password itself) and repeated scrapes are cheap.
+ * Why a finished TLS handshake must not serve, under client_auth_type as Go's
+ * crypto/tls (and so exporter-toolkit) defines it, or undefined:
+ *  - NoClientCert, RequestClientCert: any client, certificate or not, valid or not;
+ *  - RequireAnyClientCert: a certificate is required, but not verified;
+ *  - VerifyClientCertIfGiven: no certificate is fine, a given one must verify;
+ *  - RequireAndVerifyClientCert: a certificate that verifies (the handshake enforces it).
+ */
+export function clientCertProblem(mode: ClientAuthType, socket: TLSSocket): string | undefined {
+  const given = Object.keys(socket.getPeerCertificate()).length > 0;
+  switch (mode) {
+    case 'NoClientCert':
+    case 'RequestClientCert':
+      return undefined;
+    case 'RequireAnyClientCert':
+      return given ? undefined : 'no client certificate';
+    case 'VerifyClientCertIfGiven':
+    case 'RequireAndVerifyClientCert':
+      if (!given) return mode === 'VerifyClientCertIfGiven' ? undefined : 'no client certificate';
+      return socket.authorized ? undefined : `client certificate not verified: ${String(socket.authorizationError)}`;
+  }
+}
+
+/** At most this many bcrypt checks wait or run at once; more are answered "busy" at once. */
+export const MAX_PENDING_CHECKS = 4;
+/** Successful checks remembered (so a scraper costs one bcrypt per credential, not per scrape). */
+const VERIFIED_CACHE_SIZE = 256;
+
+export type AuthResult = 'ok' | 'denied' | 'busy';
+
+/**
+ * Checks an Authorization header against the bcrypt users.
+ *  - bcrypt runs in a worker thread, never on the event loop that serves
+ *    scrapes and runs polls, and at most MAX_PENDING_CHECKS are pending.
+ *  - An unknown user is compared against a dummy hash of the same cost, so
+ *    the answer takes as long as for a known user with a wrong password.
+ *  - A successful check is remembered under an HMAC of user and password
+ *    with a key that lives only in this process: the cache holds no
+ *    password, nor anything an offline guess could be checked against.
  */
 export class BasicAuth {
+  private readonly cacheKey = randomBytes(32);
+  /** Insertion order is age: the oldest entry goes first when full. */
   private readonly verified = new Set<string>();
+  private readonly dummyHash: string;
+  private pending = 0;
+  private worker: Worker | undefined;
+  private nextId = 0;
+  private readonly waiting = new Map<number, { resolve: (ok: boolean) => void; reject: (err: Error) => void }>();
 
-  constructor(private readonly users: Map<string, string>) {}
+  constructor(private readonly users: Map<string, string>) {
+    const cost = Math.max(...[...users.values()].map((h) => Number(/^\$2[abxy]?\$(\d\d)\$/.exec(h)?.[1] ?? 10)));
+    // A well-formed 60-character hash (bcryptjs answers anything else at
+    // once): a real salt of that cost, and a digest no password produces.
+    this.dummyHash = `${bcrypt.genSaltSync(cost)}${'.'.repeat(31)}`;
+  }
 
-  async check(header: string | undefined): Promise<boolean> {
-    if (!header?.startsWith('Basic ')) return false;
+  async check(header: string | undefined): Promise<AuthResult> {
+    if (!header?.startsWith('Basic ')) return 'denied';
     const decoded = Buffer.from(header.slice(6), 'base64').toString('utf8');
     const colon = decoded.indexOf(':');
-    if (colon < 0) return false;
+    if (colon < 0) return 'denied';
     const user = decoded.slice(0, colon);
     const password = decoded.slice(colon + 1);
+    const key = createHmac('sha256', this.cacheKey).update(user).update('\u0000').update(password).digest('base64');
+    if (this.verified.has(key)) return 'ok';
+    if (this.pending >= MAX_PENDING_CHECKS) return 'busy';
     const hash = this.users.get(user);
-    const digest = createHash('sha256').update(`${user}\u0000${password}\u0000${hash ?? ''}`).digest('hex');
-    for (const known of this.verified) {
-      if (timingSafeEqual(Buffer.from(known), Buffer.from(digest))) return true;
+    this.pending++;
+    let ok: boolean;
+    try {
+      ok = await this.compare(password, hash ?? this.dummyHash);
+    } finally {
+      this.pending--;
     }
-    // Unknown users still pay for a bcrypt comparison, so timing does not reveal them.
-    const ok = await bcrypt.compare(password, hash ?? '$2b$10$invalidinvalidinvalidinvalidinvalidinvalidinvalidinv');
-    if (ok && hash) {
-      if (this.verified.size > 1000) this.verified.clear();
-      this.verified.add(digest);
-    }
-    return ok && hash !== undefined;
+    if (!ok || hash === undefined) return 'denied';
+    if (this.verified.size >= VERIFIED_CACHE_SIZE) this.verified.delete(this.verified.values().next().value!);
+    this.verified.add(key);
+    return 'ok';
+  }
+
+  close(): void {
+    void this.worker?.terminate();
+    this.worker = undefined;
+  }
+
+  private compare(password: string, hash: string): Promise<boolean> {
+    const worker = this.startWorker();
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
+      worker.postMessage({ id, password, hash } satisfies CompareRequest);
+    });
+  }
+
+  private startWorker(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(new URL('./bcrypt-worker.js', import.meta.url));
+    // Idle, it must not keep the process alive.
+    worker.unref();
+    worker.on('message', ({ id, ok }: CompareReply) => {
+      this.waiting.get(id)?.resolve(ok);
+      this.waiting.delete(id);
+    });
+    const fail = (err: Error) => {
+      if (this.worker === worker) this.worker = undefined;
+      for (const w of this.waiting.values()) w.reject(new Error(`bcrypt worker failed: ${err.message}`));
+      this.waiting.clear();
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) => fail(new Error(`exited with ${code}`)));
+    this.worker = worker;
+    return worker;
   }
 }

@@ -88,6 +88,7 @@ struct task_struct {
 	pid_t tgid;
 	char comm[16];
 	struct css_set *cgroups;
+	struct files_struct *files;
 };
 
 struct in6_addr {
@@ -167,6 +168,51 @@ struct bpf_iter__tcp {
 	struct bpf_iter_meta *meta;
 	struct sock_common *sk_common;
 	uid_t uid;
+};
+
+/* Classic tracepoint contexts of the syscall events (sys_enter_* / sys_exit_*). */
+struct trace_entry {
+	unsigned short type;
+	unsigned char flags;
+	unsigned char preempt_count;
+	int pid;
+};
+
+struct trace_event_raw_sys_enter {
+	struct trace_entry ent;
+	long id;
+	unsigned long args[6];
+};
+
+struct trace_event_raw_sys_exit {
+	struct trace_entry ent;
+	long id;
+	long ret;
+};
+
+/* The fd table, walked with probe reads from bpf_get_current_task() (any 5.x). */
+struct inode {
+	unsigned short i_mode;
+	unsigned long i_ino;
+};
+
+struct file {
+	struct inode *f_inode;
+	void *private_data;
+};
+
+struct fdtable {
+	unsigned int max_fds;
+	struct file **fd;
+};
+
+struct files_struct {
+	struct fdtable *fdt;
+};
+
+struct socket {
+	short type;
+	struct sock *sk;
 };
 
 #pragma clang attribute pop

@@ -1,5 +1,5 @@
 /**
- * Typed view of the C++ addon (native/kerntap_native.cc).
+ * Typed view of the C++ addon (native/*.cc; native/kerntap.h says which file holds what).
  *
  * The addon is deliberately thin: open/load/attach an object, read maps in
  * batches with per-CPU values summed, run BPF iterators, report program
@@ -9,6 +9,7 @@
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import type { ObjectBtf } from './layout.js';
 
 export interface OpenOptions {
   /** `const volatile` globals in .rodata, set before load: name -> little-endian bytes. */
@@ -75,16 +76,21 @@ export interface BpfObjectHandle {
    * Removes the keys and returns their values at removal (per-CPU copies
    * summed per u64 word; found[i] = 0 for a key that was absent). Atomic per
    * key where the kernel has lookup-and-delete for the map (hashes, 5.14+).
+   * Off the event loop.
    */
-  takeElems(mapName: string, keys: Buffer): { found: Uint8Array; values: BigUint64Array };
-  /** Deletes the given keys (count keys of the map's key size, back to back). Returns how many were deleted. */
-  deleteKeys(mapName: string, keys: Buffer): number;
+  takeElems(mapName: string, keys: Buffer): Promise<{ found: Uint8Array; values: BigUint64Array }>;
+  /** Deletes the given keys (count keys of the map's key size, back to back), off the event loop. Resolves to how many were deleted. */
+  deleteKeys(mapName: string, keys: Buffer): Promise<number>;
+  /** The object's BTF: map key and value types, globals, enums (see src/bpf/layout.ts). */
+  btf(): ObjectBtf;
   /** Detaches all links and closes the object. Idempotent. */
   close(): void;
 }
 
 export interface NativeBinding {
   BpfObject: new (objectPath: string, options?: OpenOptions) => BpfObjectHandle;
+  /** The BTF of an object file, opened but not loaded (no privileges needed): what btf() returns once loaded. */
+  objectBtf(objectPath: string): ObjectBtf;
   /** Number of possible CPUs (sizes per-CPU buffers). */
   numPossibleCpus(): number;
   /** True when the running kernel's BTF (/sys/kernel/btf/vmlinux) has a type of this name and kind. */

@@ -6,7 +6,7 @@
  * fails or is slow costs at most `timeoutMs` per refresh, and a cgroup whose
  * names are unknown keeps its path and ids with empty names.
  *
- * - docker and podman: the Engine API (`GET /containers/json`) over the unix
+ * - docker and podman: the Engine API (`GET /containers/json?all=1`) over the unix
  *   socket; podman serves the docker-compatible API.
  * - containerd and CRI-O: the Kubernetes CRI (`runtime.v1.RuntimeService`,
  *   ListContainers and ListPodSandbox) over gRPC, as the kubelet asks them.
@@ -107,7 +107,8 @@ export class EngineApiSource implements RuntimeSource {
   constructor(readonly runtime: 'docker' | 'podman', readonly socket: string) {}
 
   async list(timeoutMs: number): Promise<Listing> {
-    const reply = await getJson(this.socket, '/containers/json', timeoutMs);
+    // all=1: a container's cgroup runs (runc init) before the runtime lists it as running.
+    const reply = await getJson(this.socket, '/containers/json?all=1', timeoutMs);
     if (!Array.isArray(reply)) throw new Error('GET /containers/json: reply is not a list');
     const out: Listing = { containers: new Map(), pods: new Map() };
     for (const c of reply as EngineContainer[]) {

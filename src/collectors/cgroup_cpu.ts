@@ -11,15 +11,30 @@
 import { readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { z } from 'zod';
+import { checkScalar, enumValues, mapLayout, wordIndex, type ObjectBtf } from '../bpf/layout.js';
 import type { BpfObjectHandle } from '../bpf/native.js';
 import { defineMetric } from '../model/metric.js';
 import { numberFamily, type RawNumberPoint } from '../model/snapshot.js';
 import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
-import { expireCgroupEntries, u64Key } from './common.js';
+import { checkDropsMap, expireCgroupEntries, u64Key } from './common.js';
 
 const OVERFLOW_KEY = 0xffff_ffff_ffff_ffffn;
 const BPF_F_NO_PREALLOC = 1;
-const RUNNING_WORDS = 2; // struct running_slice { pid, exec_ns }
+
+/** What the collector reads from bpf/cgroup_cpu.bpf.c, checked once against the object's BTF at load. */
+export function cgroupCpuLayouts(btf: ObjectBtf, object = 'cgroup_cpu.bpf.o') {
+  const site = { collector: 'cgroup_cpu', object };
+  checkScalar(btf, site, 'cpu_ns', 'key', 8);
+  checkScalar(btf, site, 'cpu_ns', 'value', 8);
+  checkDropsMap(btf, site);
+  const running = mapLayout(btf, site, 'running', 'value', { pid: 8, exec_ns: 8 });
+  return {
+    running: wordIndex(running, { ...site, map: 'running' }),
+    runningWords: running.size / 8,
+    dropSlot: enumValues(btf, site, 'drop_slot', ['DROP_CPU_NS'], { exhaustive: true }),
+  };
+}
+type CgroupCpuLayouts = ReturnType<typeof cgroupCpuLayouts>;
 
 export const cgroupCpuTime = defineMetric({
   name: 'kerntap.cgroup.cpu.time',
@@ -38,13 +53,15 @@ type CgroupCpuConfig = z.output<typeof configSchema>;
 
 class CgroupCpuCollector implements CollectorInstance {
   readonly objects: BpfObjectHandle[];
-  readonly dropSlots = [{ slot: 0, map: 'cpu_ns' }];
+  readonly dropSlots;
 
   constructor(
     private readonly obj: BpfObjectHandle,
     private readonly ctx: CollectorContext,
+    private readonly layouts: CgroupCpuLayouts,
   ) {
     this.objects = [obj];
+    this.dropSlots = [{ slot: layouts.dropSlot.DROP_CPU_NS, map: 'cpu_ns' }];
   }
 
   async collect(): Promise<ReturnType<typeof numberFamily>[]> {
@@ -56,15 +73,16 @@ class CgroupCpuCollector implements CollectorInstance {
 
     const nsById = new Map<bigint, bigint>();
     for (let i = 0; i < totals.count; i++) {
-      const id = totals.keys.readBigUInt64LE(i * 8);
+      const id = totals.keys.readBigUInt64LE(i * totals.keySize);
       nsById.set(id, totals.values[i]!);
     }
     // One slice per task: a task that moved CPUs between the two slots'
     // reads counts from its latest switch-in only.
     const switchedIn = new Map<bigint, bigint>();
+    const { running: W, runningWords } = this.layouts;
     for (let i = 0; i < running.count; i++) {
-      const tid = running.values[i * RUNNING_WORDS]!;
-      const execNs = running.values[i * RUNNING_WORDS + 1]!;
+      const tid = running.values[i * runningWords + W.pid]!;
+      const execNs = running.values[i * runningWords + W.exec_ns]!;
       if (tid !== 0n && execNs >= (switchedIn.get(tid) ?? 0n)) switchedIn.set(tid, execNs);
     }
     for (const [tid, execNs] of switchedIn) {
@@ -83,8 +101,8 @@ class CgroupCpuCollector implements CollectorInstance {
       if (id === OVERFLOW_KEY ? ns === 0n : this.ctx.cgroups.expired(id)) continue;
       points.push({ labels: [labels.get(id)!], value: Number(ns) / 1e9, identity: id.toString() });
     }
-    expireCgroupEntries(this.obj, 'cpu_ns', totals, this.ctx.cgroups,
-      (i) => totals.keys.readBigUInt64LE(i * 8), (id) => id === OVERFLOW_KEY);
+    await expireCgroupEntries(this.obj, 'cpu_ns', totals, this.ctx.cgroups,
+      (i) => totals.keys.readBigUInt64LE(i * totals.keySize), (id) => id === OVERFLOW_KEY);
     return [numberFamily(cgroupCpuTime, points)];
   }
 
@@ -131,7 +149,9 @@ export const cgroupCpu: CollectorDefinition<CgroupCpuConfig> = {
       maxEntries: { running: ncpu, cpu_ns: config.max_cgroups + 1 },
       mapFlags: { cpu_ns: allocAsUsed ? BPF_F_NO_PREALLOC : 0 },
     });
+    let layouts: CgroupCpuLayouts;
     try {
+      layouts = cgroupCpuLayouts(obj.btf(), path.basename(ctx.objectPath('cgroup_cpu')));
       // The overflow key must exist before the map can fill up.
       obj.updateElem('cpu_ns', u64Key(OVERFLOW_KEY), Buffer.alloc(8));
       obj.attach();
@@ -139,6 +159,6 @@ export const cgroupCpu: CollectorDefinition<CgroupCpuConfig> = {
       obj.close();
       throw err;
     }
-    return new CgroupCpuCollector(obj, ctx);
+    return new CgroupCpuCollector(obj, ctx, layouts);
   },
 };

@@ -1,6 +1,8 @@
 /** Small helpers shared by collectors: keys, overflow counters, cgroup expiry. */
+import { checkScalar, LayoutError, mapLayout, type LayoutSite, type ObjectBtf } from '../bpf/layout.js';
 import type { BpfObjectHandle, MapBatch, NativeError } from '../bpf/native.js';
 import type { CgroupResolver } from '../cgroup/resolver.js';
+import { HIST_SLOTS, HIST_WORDS } from '../model/histogram.js';
 
 /** The helper a verifier refused as unknown ("unknown func bpf_x#N"), from a load error. */
 export function missingHelper(err: unknown): string | undefined {
@@ -18,12 +20,26 @@ export function u64Key(v: bigint): Buffer {
   return b;
 }
 
+/** kt_drops (bpf/include/kt_maps.h) as readDropCounts reads it: u32 slot -> u64 count. */
+export function checkDropsMap(btf: ObjectBtf, site: LayoutSite): void {
+  checkScalar(btf, site, 'kt_drops', 'key', 4);
+  checkScalar(btf, site, 'kt_drops', 'value', 8);
+}
+
+/** A map whose value is a struct kt_hist (bpf/include/kt_hist.h), laid out as decodeHistogram reads it. */
+export function checkHistValue(btf: ObjectBtf, site: LayoutSite, map: string): void {
+  const h = mapLayout(btf, site, map, 'value', { slots: { elem: 8, length: HIST_SLOTS }, sum_ns: 8 });
+  if (h.offset.slots !== 0 || h.offset.sum_ns !== HIST_SLOTS * 8 || h.size !== HIST_WORDS * 8) {
+    throw new LayoutError(`collector ${site.collector}: map ${map} value in ${site.object} (${h.type}): expected the slots, then sum_ns, in ${HIST_WORDS} u64 words`);
+  }
+}
+
 /** Drops per slot of the object's kt_drops map (see bpf/include/kt_maps.h). */
 export async function readDropCounts(obj: BpfObjectHandle): Promise<number[]> {
   const batch = await obj.readMap('kt_drops');
   const out: number[] = [];
   for (let i = 0; i < batch.count; i++) {
-    out[batch.keys.readUInt32LE(i * 4)] = Number(batch.values[i]!);
+    out[batch.keys.readUInt32LE(i * batch.keySize)] = Number(batch.values[i]!);
   }
   return out;
 }
@@ -36,14 +52,14 @@ export async function readDropCounts(obj: BpfObjectHandle): Promise<number[]> {
  * expired too (else it would come back as unknown_cgroup_id:<id> for another
  * TTL); the resolver drops it itself later.
  */
-export function expireCgroupEntries(
+export async function expireCgroupEntries(
   obj: BpfObjectHandle,
   mapName: string,
   batch: MapBatch,
   cgroups: CgroupResolver,
   cgroupIdOf: (i: number) => bigint,
   keep: (id: bigint) => boolean = () => false,
-): number {
+): Promise<number> {
   const expired: Buffer[] = [];
   for (let i = 0; i < batch.count; i++) {
     const id = cgroupIdOf(i);

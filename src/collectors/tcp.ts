@@ -7,15 +7,17 @@
  * flows after their TTL, and runs the iter/tcp program for listeners (and
  * live connections in per-connection mode).
  */
+import path from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
+import { encode, enumValues, globalLayout, mapLayout, wordIndex, type ObjectBtf } from '../bpf/layout.js';
 import type { BpfObjectHandle, MapBatch } from '../bpf/native.js';
 import { durationSchema } from '../duration.js';
 import { decodeCString } from '../labels.js';
 import { decodeHistogram, HIST_WORDS } from '../model/histogram.js';
 import { defineMetric } from '../model/metric.js';
 import { histogramFamily, numberFamily, type RawFamily, type RawHistogramPoint, type RawNumberPoint } from '../model/snapshot.js';
-import { expireCgroupEntries, lacksHelper } from './common.js';
+import { checkDropsMap, checkHistValue, expireCgroupEntries, lacksHelper } from './common.js';
 import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
 
 const CGROUP_LABEL = ['cgroup'] as const;
@@ -81,19 +83,67 @@ export const tcpMetrics = {
   }),
 } as const;
 
-const FAILURES = ['refused', 'timeout', 'reset', 'unreachable', 'other'] as const;
-const ROLES = ['unknown', 'client', 'server'] as const;
-const HIST_KINDS = ['rtt', 'connect', 'handshake', 'lifetime_client', 'lifetime_server'] as const;
+/** The C enums of bpf/tcp.bpf.c, by enumerator; their values come from the object's BTF. */
+const FAILURE_LABELS = { FAIL_REFUSED: 'refused', FAIL_TIMEOUT: 'timeout', FAIL_RESET: 'reset', FAIL_UNREACHABLE: 'unreachable', FAIL_OTHER: 'other' } as const;
+const ROLE_LABELS = { ROLE_UNKNOWN: 'unknown', ROLE_CLIENT: 'client', ROLE_SERVER: 'server' } as const;
+type HistFamily = 'rtt' | 'connect' | 'handshake' | 'lifetime';
+const HIST_KINDS: Record<string, { family: HistFamily; role?: string }> = {
+  HIST_RTT: { family: 'rtt' },
+  HIST_CONNECT: { family: 'connect' },
+  HIST_HANDSHAKE: { family: 'handshake' },
+  HIST_LIFETIME_CLIENT: { family: 'lifetime', role: 'client' },
+  HIST_LIFETIME_SERVER: { family: 'lifetime', role: 'server' },
+};
+const DROP_SLOTS = ['DROP_FLOWS', 'DROP_HISTS', 'DROP_SOCKS'] as const;
 const OVERFLOW_ID = 0xffff_ffff_ffff_ffffn;
 const OVERFLOW = '~overflow';
 const TCP_LISTEN = 10;
-const FLOW_KEY_SIZE = 32;
-/** struct flow_val: sent, received, retrans, active, resets_sent, resets_received, syn_retrans, failed[]. */
-const FLOW_WORDS = 7 + FAILURES.length;
-const FLOW_FAILED = 7;
-const RECORD_SIZE = 80;
 
-const portRange = z
+/** Labels by enum value (a sparse array: values are small). */
+function byValue(values: Record<string, number>, labels: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (const [name, v] of Object.entries(values)) out[v] = labels[name]!;
+  return out;
+}
+
+/**
+ * Everything the collector reads from the kernel, located in the object's
+ * BTF and checked once at load: a member missing or of another size fails
+ * the start with a LayoutError naming the map and the member.
+ */
+export function tcpLayouts(btf: ObjectBtf, object = 'tcp.bpf.o') {
+  const site = { collector: 'tcp', object };
+  const failure = enumValues(btf, site, 'failure', [...Object.keys(FAILURE_LABELS), 'FAIL_KINDS'], { exhaustive: true });
+  const role = enumValues(btf, site, 'role', Object.keys(ROLE_LABELS), { exhaustive: true });
+  const histKind = enumValues(btf, site, 'hist_kind', Object.keys(HIST_KINDS), { exhaustive: true });
+  const dropSlot = enumValues(btf, site, 'drop_slot', DROP_SLOTS, { exhaustive: true });
+  const flowKey = mapLayout(btf, site, 'flows', 'key', { cgroup_id: 8, peer: 16, server_port: 2, role: 1 });
+  const flowVal = mapLayout(btf, site, 'flows', 'value', {
+    sent: 8, received: 8, retrans: 8, active: 8, resets_sent: 8, resets_received: 8, syn_retrans: 8,
+    failed: { elem: 8, length: failure.FAIL_KINDS! },
+  });
+  const histKey = mapLayout(btf, site, 'hists', 'key', { cgroup_id: 8, kind: 4 });
+  checkHistValue(btf, site, 'hists');
+  checkDropsMap(btf, site);
+  const record = globalLayout(btf, site, 'kt_layouts', 'socket_record', {
+    cgroup_id: 8, bytes_acked: 8, bytes_received: 8, local: 16, peer: 16, local_port: 2, peer_port: 2, state: 1, role: 1, comm: 16,
+  });
+  const { FAIL_KINDS: _, ...reasons } = failure;
+  return {
+    flowKey, flowVal, histKey, record,
+    flowWord: wordIndex(flowVal, { ...site, map: 'flows' }),
+    flowWords: flowVal.size / 8,
+    /** [enum failure value, label] */
+    failures: Object.entries(reasons).map(([name, v]) => [v, FAILURE_LABELS[name as keyof typeof FAILURE_LABELS]] as const),
+    roleLabel: byValue(role, ROLE_LABELS),
+    roleClient: role.ROLE_CLIENT!,
+    histKinds: Object.entries(histKind).reduce<({ family: HistFamily; role?: string } | undefined)[]>((out, [name, v]) => ((out[v] = HIST_KINDS[name]), out), []),
+    dropSlot,
+  };
+}
+export type TcpLayouts = ReturnType<typeof tcpLayouts>;
+
+export const portRange = z
   .string()
   .regex(/^\d{1,5}-\d{1,5}$/, 'must look like "32768-60999"')
   .transform((s) => s.split('-').map(Number) as [number, number])
@@ -135,12 +185,6 @@ function u32(v: number): Buffer {
   return b;
 }
 
-function overflowKey(size: number): Buffer {
-  const k = Buffer.alloc(size);
-  k.writeBigUInt64LE(OVERFLOW_ID, 0);
-  return k;
-}
-
 interface FlowSeen {
   total: bigint;
   changedMs: number;
@@ -166,12 +210,13 @@ class TcpCollector implements CollectorInstance {
     private readonly ctx: CollectorContext,
     private readonly config: TcpConfig,
     store: SocketStateStore,
+    private readonly layouts: TcpLayouts,
   ) {
     this.objects = [obj];
     this.dropSlots = [
-      { slot: 0, map: 'flows' },
-      { slot: 1, map: 'hists' },
-      { slot: 2, map: store === 'socket storage' ? 'sock_states' : 'sock_table' },
+      { slot: layouts.dropSlot.DROP_FLOWS, map: 'flows' },
+      { slot: layouts.dropSlot.DROP_HISTS, map: 'hists' },
+      { slot: layouts.dropSlot.DROP_SOCKS, map: store === 'socket storage' ? 'sock_states' : 'sock_table' },
     ];
     this.notes = store === 'socket storage' ? [] : ['socket state in a table (no socket storage for tracing programs before Linux 5.11)'];
   }
@@ -191,10 +236,13 @@ class TcpCollector implements CollectorInstance {
     // iter/tcp first: it adds the traffic of quiet connections to the flows read next.
     const sockets = await this.obj.runIter('tcp_sockets');
     const [flows, hists] = await Promise.all([this.obj.readMap('flows'), this.obj.readMap('hists')]);
-    return [...this.flowFamilies(flows, nowMs), ...this.histFamilies(hists), ...this.socketFamilies(sockets)];
+    return [...(await this.flowFamilies(flows, nowMs)), ...(await this.histFamilies(hists)), ...this.socketFamilies(sockets)];
   }
 
-  private flowFamilies(batch: MapBatch, nowMs: number): RawFamily[] {
+  private async flowFamilies(batch: MapBatch, nowMs: number): Promise<RawFamily[]> {
+    const { flowKey: K, flowWord: W, flowWords, failures, roleLabel } = this.layouts;
+    const keySize = K.size;
+    const [oId, oPeer, oPort, oRole] = [K.offset.cgroup_id, K.offset.peer, K.offset.server_port, K.offset.role];
     const sent: RawNumberPoint[] = [];
     const received: RawNumberPoint[] = [];
     const retrans: RawNumberPoint[] = [];
@@ -206,22 +254,22 @@ class TcpCollector implements CollectorInstance {
     const seen = new Set<string>();
 
     for (let i = 0; i < batch.count; i++) {
-      const key = batch.keys.subarray(i * FLOW_KEY_SIZE, (i + 1) * FLOW_KEY_SIZE);
+      const key = batch.keys.subarray(i * keySize, (i + 1) * keySize);
       const hex = key.toString('hex');
-      const kernelWords = batch.values.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
+      const kernelWords = batch.values.subarray(i * flowWords, (i + 1) * flowWords);
       const w = this.withCarried(hex, kernelWords);
-      const id = key.readBigUInt64LE(0);
+      const id = key.readBigUInt64LE(oId);
       const cgroup = this.cgroupLabel(id);
       if (this.retired(id)) continue;
       const identity = id.toString();
-      const role = id === OVERFLOW_ID ? OVERFLOW : ROLES[key.readUInt8(26)] ?? 'unknown';
-      const peer = id === OVERFLOW_ID ? OVERFLOW : formatAddress(key.subarray(8, 24));
-      const port = key.readUInt16LE(24);
+      const role = id === OVERFLOW_ID ? OVERFLOW : roleLabel[key.readUInt8(oRole)] ?? 'unknown';
+      const peer = id === OVERFLOW_ID ? OVERFLOW : formatAddress(key.subarray(oPeer, oPeer + 16));
+      const port = key.readUInt16LE(oPort);
       const serverPort = id === OVERFLOW_ID ? OVERFLOW : port === 0 ? 'ephemeral' : String(port);
       const labels = [cgroup, role, peer, serverPort];
       // Not clamped: +1 and -1 come from the same socket's events, so a
       // negative value would show a lost event instead of hiding it.
-      const openNow = BigInt.asIntN(64, w[3]!);
+      const openNow = BigInt.asIntN(64, w[W.active]!);
 
       // A flow with nothing open and no change for the TTL is freed, so
       // closed peers don't pile up series forever.
@@ -237,17 +285,17 @@ class TcpCollector implements CollectorInstance {
 
       if (id === OVERFLOW_ID && total === 0n) continue;
       if (id !== 0n) {
-        sent.push({ labels, value: Number(w[0]), identity });
-        received.push({ labels, value: Number(w[1]), identity });
-        retrans.push({ labels, value: Number(w[2]), identity });
+        sent.push({ labels, value: Number(w[W.sent]), identity });
+        received.push({ labels, value: Number(w[W.received]), identity });
+        retrans.push({ labels, value: Number(w[W.retrans]), identity });
         active.push({ labels, value: Number(openNow), identity });
-        synRetrans.push({ labels, value: Number(w[6]), identity });
-        FAILURES.forEach((reason, f) => {
-          const n = Number(w[FLOW_FAILED + f]);
+        synRetrans.push({ labels, value: Number(w[W.syn_retrans]), identity });
+        for (const [f, reason] of failures) {
+          const n = Number(w[W.failed + f]);
           if (n > 0) failed.push({ labels: [cgroup, peer, serverPort, reason], value: n, identity });
-        });
+        }
       }
-      for (const [direction, word] of [['sent', 4], ['received', 5]] as const) {
+      for (const [direction, word] of [['sent', W.resets_sent], ['received', W.resets_received]] as const) {
         const n = Number(w[word]);
         if (n === 0) continue;
         const k = `${cgroup}\u0000${direction}`;
@@ -258,8 +306,8 @@ class TcpCollector implements CollectorInstance {
     }
     for (const hex of this.flowSeen.keys()) if (!seen.has(hex)) this.flowSeen.delete(hex);
     for (const hex of this.carried.keys()) if (!seen.has(hex)) this.carried.delete(hex);
-    if (idle.length > 0) this.expireIdle(idle);
-    expireCgroupEntries(this.obj, 'flows', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * FLOW_KEY_SIZE),
+    if (idle.length > 0) await this.expireIdle(idle);
+    await expireCgroupEntries(this.obj, 'flows', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * keySize + oId),
       (id) => id === OVERFLOW_ID || id === 0n);
 
     return [
@@ -276,8 +324,8 @@ class TcpCollector implements CollectorInstance {
   private withCarried(hex: string, words: BigUint64Array): BigUint64Array {
     const carried = this.carried.get(hex);
     if (!carried) return words;
-    const sum = new BigUint64Array(FLOW_WORDS);
-    for (let j = 0; j < FLOW_WORDS; j++) sum[j] = words[j]! + carried[j]!;
+    const sum = new BigUint64Array(words.length);
+    for (let j = 0; j < words.length; j++) sum[j] = words[j]! + carried[j]!;
     return sum;
   }
 
@@ -290,55 +338,60 @@ class TcpCollector implements CollectorInstance {
    * event whose program looked the flow up just before the take and adds
    * just after it (a window of nanoseconds on a flow idle for flow_ttl).
    */
-  private expireIdle(idle: { key: Buffer; words: BigUint64Array }[]): void {
-    const taken = this.obj.takeElems('flows', Buffer.concat(idle.map((x) => x.key)));
+  private async expireIdle(idle: { key: Buffer; words: BigUint64Array }[]): Promise<void> {
+    const taken = await this.obj.takeElems('flows', Buffer.concat(idle.map((x) => x.key)));
+    const flowWords = this.layouts.flowWords;
     idle.forEach(({ key, words }, i) => {
       const hex = key.toString('hex');
       const carried = this.carried.get(hex);
       this.carried.delete(hex);
       this.flowSeen.delete(hex);
       if (!taken.found[i]) return;
-      const now = taken.values.subarray(i * FLOW_WORDS, (i + 1) * FLOW_WORDS);
+      const now = taken.values.subarray(i * flowWords, (i + 1) * flowWords);
       if (now.every((x, j) => x === words[j])) return;
-      const back = Buffer.alloc(FLOW_WORDS * 8);
-      for (let j = 0; j < FLOW_WORDS; j++) back.writeBigUInt64LE(BigInt.asUintN(64, now[j]! + (carried?.[j] ?? 0n)), j * 8);
+      const back = Buffer.alloc(flowWords * 8);
+      for (let j = 0; j < flowWords; j++) back.writeBigUInt64LE(BigInt.asUintN(64, now[j]! + (carried?.[j] ?? 0n)), j * 8);
       if (!this.obj.updateElem('flows', key, back, true)) {
-        this.carried.set(hex, new BigUint64Array(back.buffer, back.byteOffset, FLOW_WORDS));
+        this.carried.set(hex, new BigUint64Array(back.buffer, back.byteOffset, flowWords));
       }
     });
   }
 
-  private histFamilies(batch: MapBatch): RawFamily[] {
-    const byKind: RawHistogramPoint[][] = HIST_KINDS.map(() => []);
+  private async histFamilies(batch: MapBatch): Promise<RawFamily[]> {
+    const { histKey: K, histKinds } = this.layouts;
+    const [size, oId, oKind] = [K.size, K.offset.cgroup_id, K.offset.kind];
+    const byFamily: Record<HistFamily, RawHistogramPoint[]> = { rtt: [], connect: [], handshake: [], lifetime: [] };
     for (let i = 0; i < batch.count; i++) {
-      const id = batch.keys.readBigUInt64LE(i * 16);
-      const kind = batch.keys.readUInt32LE(i * 16 + 8);
+      const id = batch.keys.readBigUInt64LE(i * size + oId);
+      const kind = histKinds[batch.keys.readUInt32LE(i * size + oKind)];
       const hist = decodeHistogram(batch.values, i * HIST_WORDS);
-      if (hist.count === 0 || kind >= HIST_KINDS.length) continue;
+      if (hist.count === 0 || !kind) continue;
       const cgroup = this.cgroupLabel(id);
       if (this.retired(id)) continue;
-      const labels = kind === 3 ? [cgroup, 'client'] : kind === 4 ? [cgroup, 'server'] : [cgroup];
-      byKind[kind]!.push({ labels, hist, identity: id.toString() });
+      const labels = kind.role ? [cgroup, kind.role] : [cgroup];
+      byFamily[kind.family].push({ labels, hist, identity: id.toString() });
     }
-    expireCgroupEntries(this.obj, 'hists', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * 16),
+    await expireCgroupEntries(this.obj, 'hists', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * size + oId),
       (id) => id === OVERFLOW_ID);
     return [
-      histogramFamily(tcpMetrics.rtt, byKind[0]!),
-      histogramFamily(tcpMetrics.connect, byKind[1]!),
-      histogramFamily(tcpMetrics.handshake, byKind[2]!),
-      histogramFamily(tcpMetrics.lifetime, [...byKind[3]!, ...byKind[4]!]),
+      histogramFamily(tcpMetrics.rtt, byFamily.rtt),
+      histogramFamily(tcpMetrics.connect, byFamily.connect),
+      histogramFamily(tcpMetrics.handshake, byFamily.handshake),
+      histogramFamily(tcpMetrics.lifetime, byFamily.lifetime),
     ];
   }
 
   private socketFamilies(records: Buffer): RawFamily[] {
     const listeners = new Map<string, RawNumberPoint>();
     const connections: { labels: string[]; sent: number; received: number }[] = [];
-    for (let off = 0; off + RECORD_SIZE <= records.length; off += RECORD_SIZE) {
-      const r = records.subarray(off, off + RECORD_SIZE);
-      const cgroup = this.cgroupLabel(r.readBigUInt64LE(0));
-      const comm = decodeCString(r.subarray(64, 80));
-      const localPort = r.readUInt16LE(56);
-      if (r.readUInt8(60) === TCP_LISTEN) {
+    const { record: R, roleClient } = this.layouts;
+    const o = R.offset;
+    for (let off = 0; off + R.size <= records.length; off += R.size) {
+      const r = records.subarray(off, off + R.size);
+      const cgroup = this.cgroupLabel(r.readBigUInt64LE(o.cgroup_id));
+      const comm = decodeCString(r.subarray(o.comm, o.comm + R.sizeOf.comm));
+      const localPort = r.readUInt16LE(o.local_port);
+      if (r.readUInt8(o.state) === TCP_LISTEN) {
         const labels = [cgroup, comm, String(localPort)];
         const k = labels.join('\u0000');
         const point = listeners.get(k);
@@ -346,12 +399,12 @@ class TcpCollector implements CollectorInstance {
         else listeners.set(k, { labels, value: 1 });
         continue;
       }
-      const local = `${formatAddress(r.subarray(24, 40))}:${localPort}`;
-      const peer = `${formatAddress(r.subarray(40, 56))}:${r.readUInt16LE(58)}`;
+      const local = `${formatAddress(r.subarray(o.local, o.local + 16))}:${localPort}`;
+      const peer = `${formatAddress(r.subarray(o.peer, o.peer + 16))}:${r.readUInt16LE(o.peer_port)}`;
       // An active open's bytes_acked counts its SYN; data only, as everywhere else.
-      const acked = Number(r.readBigUInt64LE(8));
-      const sent = r.readUInt8(61) === 1 && acked > 0 ? acked - 1 : acked;
-      connections.push({ labels: [cgroup, comm, local, peer], sent, received: Number(r.readBigUInt64LE(16)) });
+      const acked = Number(r.readBigUInt64LE(o.bytes_acked));
+      const sent = r.readUInt8(o.role) === roleClient && acked > 0 ? acked - 1 : acked;
+      connections.push({ labels: [cgroup, comm, local, peer], sent, received: Number(r.readBigUInt64LE(o.bytes_received)) });
     }
     const families: RawFamily[] = [numberFamily(tcpMetrics.listeners, [...listeners.values()])];
     if (this.config.per_connection.enabled) {
@@ -418,14 +471,16 @@ export const tcp: CollectorDefinition<TcpConfig> = {
       store = 'socket table';
       obj = open(store);
     }
+    let layouts: TcpLayouts;
     try {
-      obj.updateElem('flows', overflowKey(FLOW_KEY_SIZE), Buffer.alloc(FLOW_WORDS * 8));
-      obj.updateElem('hists', overflowKey(16), Buffer.alloc(HIST_WORDS * 8));
+      layouts = tcpLayouts(obj.btf(), path.basename(ctx.objectPath('tcp')));
+      obj.updateElem('flows', encode(layouts.flowKey, { cgroup_id: OVERFLOW_ID }), Buffer.alloc(layouts.flowVal.size));
+      obj.updateElem('hists', encode(layouts.histKey, { cgroup_id: OVERFLOW_ID }), Buffer.alloc(HIST_WORDS * 8));
       obj.attach();
     } catch (err) {
       obj.close();
       throw err;
     }
-    return new TcpCollector(obj, ctx, config, store);
+    return new TcpCollector(obj, ctx, config, store, layouts);
   },
 };

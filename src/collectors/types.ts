@@ -11,8 +11,8 @@ import type { RawFamily } from '../model/snapshot.js';
 
 /** A kernel attach point a collector needs; probed before loading. */
 export interface Hook {
-  kind: 'tp_btf' | 'iter';
-  /** Tracepoint name (tp_btf) or iterator target (iter), e.g. "sched_switch", "tcp". */
+  kind: 'tp_btf' | 'iter' | 'tracepoint';
+  /** Tracepoint name (tp_btf), iterator target (iter) or classic tracepoint category/name, e.g. "sched_switch", "tcp", "syscalls/sys_enter_read". */
   name: string;
   /** First kernel with it, for the error message. */
   since: string;

@@ -7,7 +7,8 @@
 import { readFileSync } from 'node:fs';
 import { ConfigError } from '../config-error.js';
 
-export type OtlpProtocol = 'http/protobuf' | 'http/json';
+export type OtlpProtocol = 'http/protobuf' | 'http/json' | 'grpc';
+const PROTOCOLS: readonly OtlpProtocol[] = ['http/protobuf', 'http/json', 'grpc'];
 export type Temporality = 'cumulative' | 'delta';
 export type HistogramForm = 'explicit' | 'exponential';
 
@@ -27,6 +28,7 @@ export interface OtlpFileConfig {
 }
 
 export interface OtlpSettings {
+  /** HTTP: the full URL. gRPC: scheme, host and port (http: plaintext, https: TLS). */
   url: string;
   protocol: OtlpProtocol;
   headers: Record<string, string>;
@@ -100,22 +102,38 @@ function readPem(path: string, source: string): Buffer {
   }
 }
 
+/**
+ * A warning when headers (Authorization, API tokens) would travel in clear
+ * text: their names and the origin, never their values.
+ */
+export function plainHeadersWarning(settings: Pick<OtlpSettings, 'url' | 'headers'>): string | undefined {
+  const names = Object.keys(settings.headers);
+  const url = new URL(settings.url);
+  if (names.length === 0 || url.protocol !== 'http:') return undefined;
+  return `OTLP sends header${names.length > 1 ? 's' : ''} ${names.join(', ')} over plain http:// to ${url.host}: anyone on the path can read ${names.length > 1 ? 'them' : 'it'}; use an https:// endpoint`;
+}
+
 /** Returns undefined when no endpoint is configured anywhere: OTLP stays off. */
 export function resolveOtlpSettings(file: OtlpFileConfig, env: Env = process.env): OtlpSettings | undefined {
-  let url: string | undefined;
-  if (file.endpoint) url = checkUrl(file.endpoint, 'config key otlp.endpoint');
+  // The protocol first: an HTTP base endpoint gets /v1/metrics appended, a gRPC one is used as it is.
+  const protocolVar = pick(env, 'PROTOCOL');
+  const protocol = (file.protocol ?? protocolVar?.value ?? 'http/protobuf') as OtlpProtocol;
+  if (!PROTOCOLS.includes(protocol)) {
+    throw new ConfigError(`${protocolVar?.name ?? 'otlp.protocol'}: unsupported protocol ${JSON.stringify(protocol)} (use http/protobuf, http/json or grpc)`);
+  }
+
+  let endpoint: { name: string; url: string } | undefined;
+  if (file.endpoint) endpoint = { name: 'config key otlp.endpoint', url: checkUrl(file.endpoint, 'config key otlp.endpoint') };
   else if (env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT?.trim()) {
-    url = checkUrl(env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.trim(), 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT');
+    endpoint = { name: 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT', url: checkUrl(env.OTEL_EXPORTER_OTLP_METRICS_ENDPOINT.trim(), 'OTEL_EXPORTER_OTLP_METRICS_ENDPOINT') };
   } else if (env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim()) {
     const base = checkUrl(env.OTEL_EXPORTER_OTLP_ENDPOINT.trim(), 'OTEL_EXPORTER_OTLP_ENDPOINT');
-    url = `${base.replace(/\/+$/, '')}/v1/metrics`;
+    endpoint = { name: 'OTEL_EXPORTER_OTLP_ENDPOINT', url: protocol === 'grpc' ? base : `${base.replace(/\/+$/, '')}/v1/metrics` };
   }
-  if (!url) return undefined;
-
-  const protocolVar = pick(env, 'PROTOCOL');
-  const protocol = file.protocol ?? protocolVar?.value ?? 'http/protobuf';
-  if (protocol !== 'http/protobuf' && protocol !== 'http/json') {
-    throw new ConfigError(`${protocolVar?.name ?? 'otlp.protocol'}: unsupported protocol ${JSON.stringify(protocol)} (use http/protobuf or http/json)`);
+  if (!endpoint) return undefined;
+  const url = endpoint.url;
+  if (protocol === 'grpc' && !['', '/'].includes(new URL(url).pathname)) {
+    throw new ConfigError(`${endpoint.name}: a gRPC endpoint is scheme://host:port, without a path (got ${new URL(url).pathname})`);
   }
 
   const headers: Record<string, string> = {};
@@ -124,6 +142,15 @@ export function resolveOtlpSettings(file: OtlpFileConfig, env: Env = process.env
   if (general) Object.assign(headers, parseKeyValues(general, 'OTEL_EXPORTER_OTLP_HEADERS'));
   if (specific) Object.assign(headers, parseKeyValues(specific, 'OTEL_EXPORTER_OTLP_METRICS_HEADERS'));
   Object.assign(headers, file.headers ?? {});
+  if (protocol === 'grpc') {
+    for (const [key, value] of Object.entries(headers)) {
+      // gRPC metadata: keys are case-insensitive tokens, and '-bin' keys would need binary values.
+      if (!/^[0-9a-z_.-]+$/i.test(key) || key.toLowerCase().endsWith('-bin')) {
+        throw new ConfigError(`OTLP header ${JSON.stringify(key)}: not a gRPC metadata key (letters, digits, '-', '_', '.'; no -bin suffix)`);
+      }
+      if (!/^[ -~]*$/.test(value)) throw new ConfigError(`OTLP header ${JSON.stringify(key)}: a gRPC metadata value must be printable ASCII`);
+    }
+  }
 
   const timeoutVar = pick(env, 'TIMEOUT');
   const timeoutMs = file.timeout ?? (timeoutVar ? positiveMs(timeoutVar.value, timeoutVar.name) : 10_000);

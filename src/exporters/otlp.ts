@@ -2,7 +2,7 @@
  * OTLP push. The kernel already aggregated everything, so nothing is
  * recorded through instruments: a MetricProducer turns the poller's latest
  * Snapshot into OTLP metric data, and @opentelemetry/sdk-metrics' periodic
- * reader sends it through the OTLP http/protobuf or http/json exporter.
+ * reader sends it through the OTLP http/protobuf, http/json or gRPC exporter.
  *
  * Cumulative series carry their start time from the snapshot (program load,
  * or the series' last reset). Delta series are computed here: the baseline
@@ -32,7 +32,7 @@ import type { Logger } from 'pino';
 import { emptyHistogram, explicitBounds, explicitCounts, exponentialBuckets, HIST_SLOTS, type HistogramValue } from '../model/histogram.js';
 import { defineMetric, type MetricDef } from '../model/metric.js';
 import { numberFamily, type Family, type RawFamily, type Snapshot } from '../model/snapshot.js';
-import type { OtlpSettings } from './otlp-settings.js';
+import { plainHeadersWarning, type OtlpSettings } from './otlp-settings.js';
 
 export const otlpExports = defineMetric({
   name: 'kerntap.otlp.exports', kind: 'counter', unit: '{export}', labels: ['result'],
@@ -252,7 +252,25 @@ export interface OtlpPipeline {
   shutdown(timeoutMs: number): Promise<void>;
 }
 
-export async function startOtlp(settings: OtlpSettings, latest: () => Snapshot, version: string, log: Logger): Promise<OtlpPipeline> {
+/**
+ * The OTel gRPC exporter, loaded only when asked for (it brings in grpc-js).
+ * TLS as over HTTP: an https endpoint with the configured CA (or the system
+ * roots) and client certificate; headers become call metadata (checked by
+ * resolveOtlpSettings).
+ */
+async function grpcExporter(settings: OtlpSettings): Promise<PushMetricExporter> {
+  const [{ OTLPMetricExporter }, grpc] = await Promise.all([import('@opentelemetry/exporter-metrics-otlp-grpc'), import('@grpc/grpc-js')]);
+  const metadata = new grpc.Metadata();
+  for (const [key, value] of Object.entries(settings.headers)) metadata.set(key, value);
+  const credentials = settings.url.startsWith('https:')
+    ? grpc.credentials.createSsl(settings.tls.ca ?? null, settings.tls.key ?? null, settings.tls.cert ?? null)
+    : grpc.credentials.createInsecure();
+  return new OTLPMetricExporter({
+    url: settings.url, metadata, credentials, timeoutMillis: settings.timeoutMs, compression: settings.compression as never,
+  });
+}
+
+function httpExporter(settings: OtlpSettings): PushMetricExporter {
   const base = {
     url: settings.url,
     headers: settings.headers,
@@ -262,7 +280,11 @@ export async function startOtlp(settings: OtlpSettings, latest: () => Snapshot, 
       ? { httpAgentOptions: { ...settings.tls, keepAlive: true } satisfies ConstructorParameters<typeof Agent>[0] }
       : {}),
   };
-  const inner = settings.protocol === 'http/json' ? new JsonExporter(base) : new ProtoExporter(base);
+  return settings.protocol === 'http/json' ? new JsonExporter(base) : new ProtoExporter(base);
+}
+
+export async function startOtlp(settings: OtlpSettings, latest: () => Snapshot, version: string, log: Logger): Promise<OtlpPipeline> {
+  const inner = settings.protocol === 'grpc' ? await grpcExporter(settings) : httpExporter(settings);
   const producer = new SnapshotProducer(latest, settings.temporality, settings.histogram, version);
   const exporter = new AccountingExporter(inner, producer, log);
 
@@ -281,6 +303,8 @@ export async function startOtlp(settings: OtlpSettings, latest: () => Snapshot, 
     metricProducers: [producer],
   });
   const provider = new MeterProvider({ resource, readers: [reader] });
+  const plain = plainHeadersWarning(settings);
+  if (plain) log.warn(plain);
   log.info({ url: new URL(settings.url).origin, protocol: settings.protocol, temporality: settings.temporality, histogram: settings.histogram, interval_ms: settings.intervalMs }, 'OTLP push on');
 
   return {

@@ -20,20 +20,6 @@ export const CONTENT_TYPES: Record<ExpositionFormat, string> = {
   openmetrics: PromRegistry.OPENMETRICS_CONTENT_TYPE,
 };
 
-/** Picks OpenMetrics when the Accept header asks for it (as Prometheus does), text otherwise. */
-export function negotiateFormat(accept: string | undefined): ExpositionFormat {
-  if (!accept) return 'text';
-  for (const part of accept.split(',')) {
-    const [type, ...params] = part.trim().split(';').map((s) => s.trim());
-    if (type !== 'application/openmetrics-text') continue;
-    const q = params.find((p) => p.startsWith('q='));
-    if (q && Number(q.slice(2)) === 0) continue;
-    const version = params.find((p) => p.startsWith('version='));
-    if (!version || version === 'version=1.0.0' || version === 'version=0.0.1') return 'openmetrics';
-  }
-  return 'text';
-}
-
 function formatLe(bound: number): string {
   return Number.isFinite(bound) ? String(bound) : '+Inf';
 }
@@ -55,7 +41,7 @@ function formatValue(v: number): string {
 }
 
 /** The Prometheus label name and value index of each label, in output order. */
-function labelPlan(names: readonly string[]): [string, number][] {
+export function labelPlan(names: readonly string[]): [string, number][] {
   const plan = new Map<string, number>();
   names.forEach((n, i) => plan.set(prometheusLabel(n), i));
   return [...plan];
@@ -80,10 +66,21 @@ function labelPairs(plan: [string, number][], values: readonly string[]): string
 const CHUNK_CHARS = 64 * 1024;
 const SLICE_MS = 10;
 
+/** Hands the event loop back once the current slice of rendering took SLICE_MS. */
+export class RenderSlice {
+  private start = performance.now();
+
+  async yieldIfUsed(): Promise<void> {
+    if (performance.now() - this.start < SLICE_MS) return;
+    await new Promise((resolve) => setImmediate(resolve));
+    this.start = performance.now();
+  }
+}
+
 class ExpositionWriter {
   private readonly chunks: Buffer[] = [];
   private pending = '';
-  private sliceStart = performance.now();
+  private readonly slice = new RenderSlice();
 
   line(s: string): void {
     this.pending += `${s}\n`;
@@ -93,9 +90,7 @@ class ExpositionWriter {
   async flushIfFull(): Promise<void> {
     if (this.pending.length < CHUNK_CHARS) return;
     this.encodePending();
-    if (performance.now() - this.sliceStart < SLICE_MS) return;
-    await new Promise((resolve) => setImmediate(resolve));
-    this.sliceStart = performance.now();
+    await this.slice.yieldIfUsed();
   }
 
   finish(): Buffer {
@@ -165,23 +160,4 @@ export async function renderExposition(snapshot: Snapshot, format: ExpositionFor
 
 export async function renderSnapshot(snapshot: Snapshot, format: ExpositionFormat): Promise<string> {
   return (await renderExposition(snapshot, format)).toString('utf8');
-}
-
-/** Caches the rendering of the latest snapshot per format. */
-export class ExpositionCache {
-  private seq = -1;
-  private readonly rendered = new Map<ExpositionFormat, Promise<Buffer>>();
-
-  get(snapshot: Snapshot, format: ExpositionFormat): Promise<Buffer> {
-    if (snapshot.seq !== this.seq) {
-      this.seq = snapshot.seq;
-      this.rendered.clear();
-    }
-    let out = this.rendered.get(format);
-    if (!out) {
-      out = renderExposition(snapshot, format);
-      this.rendered.set(format, out);
-    }
-    return out;
-  }
 }

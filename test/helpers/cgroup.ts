@@ -1,8 +1,9 @@
 /** Real cgroups under the real cgroup2 mount, for integration tests. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, rmdirSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmdirSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { detectCgroup2Root } from '../../src/cgroup/mount.js';
+import { waitFor } from './wait.js';
 
 export class TestCgroup {
   readonly abs: string;
@@ -42,6 +43,16 @@ export class TestCgroup {
     return new Promise((resolve) => child.on('exit', (code) => resolve(code)));
   }
 
+  /** `n` busy loops in the cgroup until it used `cpuSeconds` of CPU (cpu.stat), then killed and gone. */
+  async busy(cpuSeconds: number, n = 1): Promise<void> {
+    for (let i = 0; i < n; i++) this.run('while :; do :; done');
+    try {
+      await waitFor(`${this.label} to use ${cpuSeconds} s of CPU`, () => this.usageUsec() >= cpuSeconds * 1e6, 60_000, 20);
+    } finally {
+      await this.killAll();
+    }
+  }
+
   procs(): number[] {
     return readFileSync(path.join(this.abs, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
   }
@@ -49,24 +60,31 @@ export class TestCgroup {
   /** SIGKILLs every process in the cgroup and waits until it is empty. */
   async killAll(): Promise<void> {
     for (const c of this.children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
-    for (let i = 0; i < 50; i++) {
+    await waitFor(`${this.label} to be empty`, () => {
       const pids = this.procs();
-      if (pids.length === 0) return;
       for (const pid of pids) {
         try { process.kill(pid, 'SIGKILL'); } catch { /* gone */ }
       }
-      await new Promise((r) => setTimeout(r, 50));
-    }
+      return pids.length === 0;
+    }, 5000);
   }
 
+  /** Removes the cgroup and any child cgroups left in it, killing their processes first. */
   async destroy(): Promise<void> {
-    if (existsSync(this.abs)) await this.killAll();
-    for (let i = 0; i < 50 && existsSync(this.abs); i++) {
+    if (!existsSync(this.abs)) return;
+    for (const dir of readdirSync(this.abs, { withFileTypes: true })) {
+      if (dir.isDirectory()) await new TestCgroup(dir.name, this).destroy();
+    }
+    await this.killAll();
+    // rmdir fails while the last task is still exiting.
+    await waitFor(`${this.abs} removed`, () => {
+      if (!existsSync(this.abs)) return true;
       try {
         rmdirSync(this.abs);
+        return true;
       } catch {
-        await new Promise((r) => setTimeout(r, 100));
+        return false;
       }
-    }
+    }, 5000, 100);
   }
 }

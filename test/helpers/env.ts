@@ -1,5 +1,5 @@
 /** Where the tests are and whether the real kernel can be used. */
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,7 +7,11 @@ import type { TestContext } from 'node:test';
 
 export const ROOT = process.env.KERNTAP_TEST_ROOT ?? path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BIN = path.join(ROOT, 'bin/kerntap.js');
-export const IN_CI = process.env.CI === 'true';
+/** Any non-empty CI value (true, 1, yes, a CI system's own value) means CI, as CI systems set it. */
+export function inCi(env: NodeJS.ProcessEnv = process.env): boolean {
+  return (env.CI ?? '') !== '';
+}
+export const IN_CI = inCi();
 
 /** Why BPF integration tests can't run here, or undefined. */
 export function bpfUnavailable(): string | undefined {
@@ -20,7 +24,7 @@ export function bpfUnavailable(): string | undefined {
 
 /**
  * Skips a test that needs the real kernel when it is unavailable — except in
- * CI (CI=true), where a skip would hide a broken setup, so it fails instead.
+ * CI (any non-empty CI value), where a skip would hide a broken setup, so it fails instead.
  */
 export function requireBpf(t: TestContext): boolean {
   const why = bpfUnavailable();
@@ -28,6 +32,11 @@ export function requireBpf(t: TestContext): boolean {
   if (IN_CI) throw new Error(`BPF test cannot run in CI: ${why}`);
   t.skip(`BPF unavailable: ${why}`);
   return false;
+}
+
+/** Whether a command is on PATH. */
+export function hasTool(tool: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
 }
 
 export function requireTool(t: TestContext, tool: string, found: boolean): boolean {

@@ -4,6 +4,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { BIN, bpfProgramsOf, loadedBpfPrograms } from './env.js';
+import { scrapable } from './wait.js';
 
 export interface Exporter {
   url: string;
@@ -26,14 +27,13 @@ export function writeConfig(yaml: string): string {
  * Starts bin/kerntap.js (500 ms polls unless `args` say otherwise). With
  * `cgroup` (an absolute cgroup2 directory) it runs there from its first
  * instruction: a shell moves itself in, then execs node, so every page and
- * BPF map it allocates is charged to that cgroup.
+ * BPF map it allocates is charged to that cgroup. `wrap`: a command kerntap
+ * runs under, e.g. setpriv with a capability set.
  */
-export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cgroup?: string } = {}): Promise<Exporter> {
-  const argv = [BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args];
-  const [cmd, cmdArgs] = opts.cgroup
-    ? ['/bin/sh', ['-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, process.execPath, ...argv]]
-    : [process.execPath, argv];
-  const child = spawn(cmd, cmdArgs, {
+export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cgroup?: string; wrap?: string[] } = {}): Promise<Exporter> {
+  const kerntap = [...(opts.wrap ?? []), process.execPath, BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args];
+  const command = opts.cgroup ? ['/bin/sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, ...kerntap] : kerntap;
+  const child = spawn(command[0]!, command.slice(1), {
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -66,11 +66,7 @@ export async function startExporter(args: string[] = [], opts: { env?: NodeJS.Pr
     pid: child.pid!,
     child,
     stderr: () => err,
-    async scrape(p = '/metrics', headers = {}) {
-      const res = await fetch(`${url}${p}`, { headers });
-      if (res.status !== 200) throw new Error(`GET ${p}: HTTP ${res.status}`);
-      return res.text();
-    },
+    scrape: scrapable(url).scrape,
     async stop(signal: NodeJS.Signals = 'SIGTERM') {
       if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
       child.kill(signal);
@@ -111,6 +107,7 @@ export async function stopAndWatchUnload(exporter: Exporter, signal: NodeJS.Sign
   return { code, programs, exitMs, left, goneMs: Date.now() - t0 };
 }
 
+/** Pacing for the benchmarks (bench/). Tests wait on conditions instead (wait.ts). */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

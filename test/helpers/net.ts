@@ -8,7 +8,10 @@ import { execFileSync, type ChildProcess } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
 import assert from 'node:assert/strict';
-import { ROOT } from './env.js';
+import { ROOT, bpfUnavailable } from './env.js';
+import { waitFor, waitForPoll } from './wait.js';
+
+export { waitFor };
 import { TestCgroup } from './cgroup.js';
 import { find, parseExposition, type Sample } from './exposition.js';
 import { startExporter, type Exporter } from './exporter.js';
@@ -88,13 +91,23 @@ export class TestNetns {
   }
 }
 
-/** TCP MIB counters (/proc/net/snmp "Tcp:" lines) of the root or a test namespace. */
-export function tcpMib(ns?: TestNetns): Record<string, number> {
-  const text = ns ? ns.exec(['cat', '/proc/net/snmp']) : sh(['cat', '/proc/net/snmp']);
-  const lines = text.split('\n').filter((l) => l.startsWith('Tcp:'));
+/** One section of a /proc/net MIB file (a line of names, then a line of values) of the root or a test namespace. */
+function mib(file: string, section: string, ns?: TestNetns): Record<string, number> {
+  const text = ns ? ns.exec(['cat', file]) : sh(['cat', file]);
+  const lines = text.split('\n').filter((l) => l.startsWith(`${section}:`));
   const names = lines[0]!.split(/\s+/).slice(1);
   const values = lines[1]!.split(/\s+/).slice(1).map(Number);
   return Object.fromEntries(names.map((n, i) => [n, values[i]!]));
+}
+
+/** TCP MIB counters (/proc/net/snmp "Tcp:" lines) of the root or a test namespace. */
+export function tcpMib(ns?: TestNetns): Record<string, number> {
+  return mib('/proc/net/snmp', 'Tcp', ns);
+}
+
+/** Linux TCP counters (/proc/net/netstat "TcpExt:" lines: TCPSynRetrans, TCPAbortOnData…). */
+export function tcpExtMib(ns?: TestNetns): Record<string, number> {
+  return mib('/proc/net/netstat', 'TcpExt', ns);
 }
 
 export interface SsSocket {
@@ -195,32 +208,60 @@ export class Cleanups {
     return table;
   }
 
+  /** Undoes everything, even past a step that fails; the failures are rethrown at the end. */
   async run(): Promise<void> {
-    for (const undo of this.undo.reverse()) await undo();
+    const failed: unknown[] = [];
+    for (const undo of this.undo.reverse()) await Promise.resolve().then(undo).catch((err: unknown) => failed.push(err));
     this.undo.length = 0;
+    if (failed.length === 1) throw failed[0];
+    if (failed.length > 1) throw new AggregateError(failed, `${failed.length} cleanups failed`);
   }
 }
 
 /**
- * The fixtures and the one default exporter (500 ms polls) of a TCP test
- * file: the exporter starts before the file's tests (as root; requireBpf()
- * reports why not otherwise) and everything is undone after them.
+ * The one default exporter (500 ms polls) of a test file: started before the
+ * file's tests where BPF can run (requireBpf() in each test reports why not
+ * otherwise), stopped after them. A start that fails fails the file, with
+ * kerntap's own error.
+ */
+export function fileExporter(before: (fn: () => Promise<void>) => void, after: (fn: () => Promise<void>) => void): () => Exporter {
+  let exporter: Exporter | undefined;
+  before(async () => {
+    if (!bpfUnavailable()) exporter = await startExporter([]);
+  });
+  after(async () => {
+    await exporter?.stop();
+  });
+  return () => {
+    if (!exporter) throw new Error('the file\'s exporter did not start');
+    return exporter;
+  };
+}
+
+/**
+ * The fixtures and the default exporter of a TCP test file; everything is
+ * undone after the file's tests. settled() waits for a poll that started
+ * after the call, so everything that happened before is in its scrape.
  */
 export function tcpTestFile(before: (fn: () => Promise<void>) => void, after: (fn: () => Promise<void>) => void) {
   const fixtures = new Cleanups();
-  let exporter: Exporter | undefined;
-  before(async () => {
-    if (process.getuid?.() === 0) exporter = await startExporter([]).catch(() => undefined);
-  });
-  after(async () => {
-    await fixtures.run();
-    await exporter?.stop();
-  });
+  after(() => fixtures.run());
+  const exporter = fileExporter(before, after);
   return {
     fixtures,
-    exporter: () => exporter!,
-    scrape: async (e: Exporter = exporter!): Promise<Sample[]> => parseExposition(await e.scrape()),
+    exporter,
+    scrape: async (e: Exporter = exporter()): Promise<Sample[]> => parseExposition(await e.scrape()),
+    settled: (e: Exporter = exporter()): Promise<Sample[]> => waitForPoll(e),
   };
+}
+
+/**
+ * Waits until no socket with `port` at either end (in the namespace, if
+ * given) is in a state that may still send: only TIME-WAIT, or nothing, is left.
+ */
+export function waitForTcpQuiet(port: number, ns?: TestNetns): Promise<true> {
+  const cmd = ['ss', '-tanH', 'state', 'connected', 'exclude', 'time-wait', `( sport = :${port} or dport = :${port} )`];
+  return waitFor(`connections on port ${port} to finish`, () => (ns ? ns.exec(cmd) : sh(cmd)).trim() === '' || undefined);
 }
 
 const givenPorts = new Set<number>();
@@ -247,8 +288,19 @@ export async function freePort(): Promise<number> {
   }
 }
 
-/** Sum of the samples of `name` matching `labels` (0 when none). */
+/** Sum of the samples of `name` matching `labels`; no such sample fails the test (a renamed metric must not pass as 0). */
 export function total(samples: Sample[], name: string, labels: Record<string, string>): number {
+  const found = find(samples, name, labels);
+  if (found.length === 0) throw new Error(`no ${name} series matches ${JSON.stringify(labels)}`);
+  return found.reduce((s, x) => s + x.value, 0);
+}
+
+/**
+ * total(), for series that may rightly be absent (nothing of the kind
+ * happened there): 0 then. The metric itself must be in the scrape.
+ */
+export function totalOrZero(samples: Sample[], name: string, labels: Record<string, string>): number {
+  if (find(samples, name).length === 0) throw new Error(`no ${name} series at all in the scrape`);
   return find(samples, name, labels).reduce((s, x) => s + x.value, 0);
 }
 

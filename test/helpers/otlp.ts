@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './env.js';
-import { sleep } from './exporter.js';
+import { waitFor } from './wait.js';
 import { prometheusLabel, prometheusName, type MetricKind } from '../../src/model/metric.js';
 import type { Sample } from './exposition.js';
 
@@ -12,7 +12,8 @@ export const haveReceiver = () => existsSync(RECEIVER_PYTHON);
 
 /** OTLP JSON (as google.protobuf.json_format.MessageToDict renders it). */
 export interface OtlpRecord {
-  format: 'protobuf' | 'json';
+  path: string;
+  format: 'protobuf' | 'json' | 'grpc';
   status: number;
   authorization: string | null;
   encoding: string | null;
@@ -43,9 +44,12 @@ export interface Receiver {
   stop(): Promise<void>;
 }
 
-export async function startReceiver(failFirstRequests = 0, tls?: { cert: string; key: string; clientCa?: string }): Promise<Receiver> {
+/** grpc: serve OTLP/gRPC (the url is then scheme://host:port); 'identity-only' refuses compressed calls. */
+export async function startReceiver(failFirstRequests = 0, tls?: { cert: string; key: string; clientCa?: string }, grpc: boolean | 'identity-only' = false): Promise<Receiver> {
   const args = [
     path.join(ROOT, 'test/helpers/otlp_receiver.py'),
+    ...(grpc ? ['--grpc'] : []),
+    ...(grpc === 'identity-only' ? ['--identity-only'] : []),
     ...(failFirstRequests ? ['--fail-first-requests', String(failFirstRequests)] : []),
     ...(tls ? ['--tls', tls.cert, tls.key, ...(tls.clientCa ? ['--client-ca', tls.clientCa] : [])] : []),
   ];
@@ -70,11 +74,7 @@ export async function startReceiver(failFirstRequests = 0, tls?: { cert: string;
     url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     records,
     async waitFor(ok, timeoutMs = 20_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!ok(records)) {
-        if (Date.now() > deadline) throw new Error(`OTLP receiver: condition not met; ${records.length} requests`);
-        await sleep(100);
-      }
+      await waitFor(`the OTLP receiver's condition (${records.length} requests so far)`, () => ok(records), timeoutMs, 100);
     },
     async stop() {
       if (child.exitCode === null) {
@@ -125,4 +125,17 @@ export function promSamplesOf(metrics: OtlpMetric[]): Sample[] {
 
 export function sampleKey(s: Sample): string {
   return `${s.name}${JSON.stringify(Object.entries(s.labels).sort())}`;
+}
+
+/** Groups OTLP requests by snapshot time and finds the one that renders to exactly these samples. */
+export function matchingSnapshot(records: OtlpRecord[], prom: Sample[]): { missing: string[]; record?: OtlpRecord } {
+  const want = new Map(prom.map((s) => [sampleKey(s), s.value]));
+  let best: string[] = [...want.keys()];
+  for (const record of records) {
+    const got = new Map(promSamplesOf(metricsOf(record)).map((s) => [sampleKey(s), s.value]));
+    const missing = [...want].filter(([k, v]) => got.get(k) !== v).map(([k, v]) => `${k}=${v} (otlp ${got.get(k)})`);
+    if (missing.length === 0) return { missing, record };
+    if (missing.length < best.length) best = missing;
+  }
+  return { missing: best };
 }

@@ -1,12 +1,15 @@
 #!/usr/bin/env python3
-"""A test OTLP/HTTP metrics receiver built on the official OpenTelemetry
+"""A test OTLP metrics receiver built on the official OpenTelemetry
 protobuf bindings (opentelemetry-proto): it decodes http/protobuf and
 http/json requests with the generated classes and google.protobuf's JSON
-mapping, and prints each request as one JSON line on stdout.
+mapping, or serves the generated gRPC MetricsService (grpcio), and prints
+each request as one JSON line on stdout.
 
-  otlp_receiver.py [--fail-first-requests N] [--tls CERT KEY [--client-ca CA]]
-    --fail-first-requests: answer 503 to the first N requests
-    --tls: serve HTTPS; --client-ca: require a client certificate signed by CA (mTLS)
+  otlp_receiver.py [--grpc [--identity-only]] [--fail-first-requests N] [--tls CERT KEY [--client-ca CA]]
+    --grpc: serve OTLP/gRPC instead of OTLP/HTTP; --identity-only: refuse compressed
+      messages (gRPC hides grpc-encoding from handlers, so this is how a test sees gzip)
+    --fail-first-requests: answer 503 (gRPC: UNAVAILABLE) to the first N requests
+    --tls: serve HTTPS (gRPC over TLS); --client-ca: require a client certificate signed by CA (mTLS)
 
 Prints "listening <port>" first. Bound to 127.0.0.1 on a free port.
 """
@@ -24,6 +27,22 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
 
 FAIL_LEFT = 0
 LOCK = threading.Lock()
+
+
+def take_status():
+    """True when this request is to be failed (the first N)."""
+    global FAIL_LEFT
+    with LOCK:
+        fail = FAIL_LEFT > 0
+        FAIL_LEFT = max(0, FAIL_LEFT - 1)
+    return fail
+
+
+def emit(record):
+    line = json.dumps(record) + "\n"
+    with LOCK:  # handler threads must not interleave their lines
+        sys.stdout.write(line)
+        sys.stdout.flush()
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -47,10 +66,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.headers.get("content-encoding") == "gzip":
             body = gzip.decompress(body)
         ctype = self.headers.get("content-type", "")
-        global FAIL_LEFT
-        with LOCK:
-            status = 503 if FAIL_LEFT > 0 else 200
-            FAIL_LEFT = max(0, FAIL_LEFT - 1)
+        status = 503 if take_status() else 200
         req = ExportMetricsServiceRequest()
         if ctype.startswith("application/x-protobuf"):
             req.ParseFromString(body)
@@ -70,10 +86,7 @@ class Handler(BaseHTTPRequestHandler):
             "encoding": self.headers.get("content-encoding"),
             "request": json_format.MessageToDict(req),
         }
-        line = json.dumps(record) + "\n"
-        with LOCK:  # handler threads must not interleave their lines
-            sys.stdout.write(line)
-            sys.stdout.flush()
+        emit(record)
         resp = ExportMetricsServiceResponse()
         if fmt == "json":
             payload, rtype = json_format.MessageToJson(resp).encode(), "application/json"
@@ -93,18 +106,65 @@ class Server(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
+def serve_grpc(tls, client_ca, identity_only):
+    from concurrent import futures
+
+    import grpc
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2_grpc
+
+    class Servicer(metrics_service_pb2_grpc.MetricsServiceServicer):
+        def Export(self, request, context):
+            metadata = dict(context.invocation_metadata())
+            fail = take_status()
+            emit({
+                "path": "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export",
+                "format": "grpc",
+                # As the HTTP status it stands for, so tests read both modes alike: UNAVAILABLE is 503.
+                "status": 503 if fail else 200,
+                "authorization": metadata.get("authorization"),
+                "encoding": None,  # not visible here: see --identity-only
+                "request": json_format.MessageToDict(request),
+            })
+            if fail:
+                context.abort(grpc.StatusCode.UNAVAILABLE, "failing the first requests, as asked")
+            return ExportMetricsServiceResponse()
+
+    # Bit 0 is identity: with only it enabled, gzip-compressed calls fail before Export.
+    options = [("grpc.compression_enabled_algorithms_bitset", 1)] if identity_only else []
+    srv = grpc.server(futures.ThreadPoolExecutor(max_workers=4), options=options)
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Servicer(), srv)
+    if tls:
+        with open(tls[1], "rb") as k, open(tls[0], "rb") as c:
+            pair = (k.read(), c.read())
+        ca = open(client_ca, "rb").read() if client_ca else None
+        port = srv.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials([pair], root_certificates=ca, require_client_auth=bool(ca)))
+    else:
+        port = srv.add_insecure_port("127.0.0.1:0")
+    srv.start()
+    print(f"listening {port}", flush=True)
+    srv.wait_for_termination()
+
+
 def main():
     global FAIL_LEFT
     args = sys.argv[1:]
     tls = client_ca = None
+    grpc_mode = identity_only = False
     while args:
         flag = args.pop(0)
-        if flag == "--fail-first-requests":
+        if flag == "--grpc":
+            grpc_mode = True
+        elif flag == "--identity-only":
+            identity_only = True
+        elif flag == "--fail-first-requests":
             FAIL_LEFT = int(args.pop(0))
         elif flag == "--tls":
             tls = (args.pop(0), args.pop(0))
         elif flag == "--client-ca":
             client_ca = args.pop(0)
+    if grpc_mode:
+        serve_grpc(tls, client_ca, identity_only)
+        return
     srv = Server(("127.0.0.1", 0), Handler)
     if tls:
         import ssl

@@ -4,6 +4,11 @@
   server HOST PORT N        accept forever; per connection read exactly N bytes,
                             send N bytes back, then wait for the peer to close
   client HOST PORT N M      M connections, each: send N bytes, read N bytes, close
+  parallel HOST PORT N M    like client, with the M connections made at once
+  closefirst HOST PORT K    K connections closed right after connect (no data)
+  latesend HOST PORT K FILE accept K connections and read each to EOF, print
+                            "eof"; once FILE exists, send 1 byte on each (data
+                            after the peer's close) and print "sent"
   hold HOST PORT N K        like client with K connections, but keep them open
                             (prints "ready" when all exchanged, then sleeps)
   refused HOST PORT K       K connects to a closed port (each must be refused)
@@ -17,6 +22,7 @@
 """
 import ctypes
 import errno
+import os
 import socket
 import sys
 import threading
@@ -79,6 +85,46 @@ def main():
         for _ in range(m):
             exchange(host, port, n).close()
         print("done", flush=True)
+    elif mode == "parallel":
+        n, m = int(sys.argv[4]), int(sys.argv[5])
+        failed = []
+
+        def one():
+            try:
+                exchange(host, port, n).close()
+            except OSError as e:
+                failed.append(e)
+
+        threads = [threading.Thread(target=one) for _ in range(m)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failed:
+            raise SystemExit(f"{len(failed)} of {m} connections failed: {failed[0]}")
+        print("done", flush=True)
+    elif mode == "closefirst":
+        for _ in range(int(sys.argv[4])):
+            socket.create_connection((host, port)).close()
+        print("done", flush=True)
+    elif mode == "latesend":
+        k = int(sys.argv[4])
+        srv = socket.socket(family(host), socket.SOCK_STREAM)
+        srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        srv.bind((host, port))
+        srv.listen(1024)
+        print("ready", flush=True)
+        conns = [srv.accept()[0] for _ in range(k)]
+        for c in conns:
+            if c.recv(1):
+                raise SystemExit("peer sent data")
+        print("eof", flush=True)
+        while not os.path.exists(sys.argv[5]):
+            time.sleep(0.01)
+        for c in conns:
+            c.send(b"x")
+        print("sent", flush=True)
+        time.sleep(3600)
     elif mode == "hold":
         n, k = int(sys.argv[4]), int(sys.argv[5])
         conns = [exchange(host, port, n) for _ in range(k)]

@@ -14,7 +14,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ROOT, requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, writeConfig } from '../helpers/exporter.js';
+import { startExporter, writeConfig } from '../helpers/exporter.js';
+import { waitFor } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { TRAFFIC, waitForLine } from '../helpers/net.js';
 import { freePort, havePrometheus, startPrometheus } from '../helpers/prometheus.js';
@@ -30,6 +31,7 @@ interface Variable { name: string; type: string; query: string | { query: string
 interface Dashboard { uid: string; title: string; panels: Panel[]; templating: { list: Variable[] } }
 
 const DIR = path.join(ROOT, 'dashboards');
+const HTTP_PEER = path.join(ROOT, 'test/helpers/http_peer.py');
 const dashboards: Dashboard[] = readdirSync(DIR).filter((f) => f.endsWith('.json')).sort()
   .map((f) => JSON.parse(readFileSync(path.join(DIR, f), 'utf8')) as Dashboard);
 const everyTarget = dashboards.flatMap((d) => d.panels.flatMap((p) => p.targets.map((t) => ({ d, p, t }))));
@@ -135,7 +137,9 @@ test('every panel query returns data from a real Prometheus scraping kerntap und
     'bpf:', '  stats: true',
     // The stand-in's socket is root's; stay root so it can be used.
     'security:', '  drop_privileges: false',
-    'cgroup:', '  runtime_sockets:', `    containerd: ${cri.socket}`, "    docker: ''", "    podman: ''", "    crio: ''", '',
+    'cgroup:', '  runtime_sockets:', `    containerd: ${cri.socket}`, "    docker: ''", "    podman: ''", "    crio: ''",
+    // The opt-in http collector, for the HTTP panels.
+    'collectors:', '  http:', '    enabled: true', '',
   ].join('\n'));
   // OTLP towards a closed port, so the export-failure panel has data too.
   const closedPort = await freePort();
@@ -164,11 +168,15 @@ test('every panel query returns data from a real Prometheus scraping kerntap und
   const srv = serverCg.run(`python3 ${TRAFFIC} server 127.0.0.1 ${port} 20000`, 'pipe');
   await waitForLine(srv, 'ready');
   clientCg.run(`while :; do python3 ${TRAFFIC} client 127.0.0.1 ${port} 20000 20; python3 ${TRAFFIC} refused 127.0.0.1 ${closedPort} 2; done`);
+  const httpPort = await freePort();
+  const web = serverCg.run(`exec python3 ${HTTP_PEER} serve ${httpPort}`, 'pipe');
+  await waitForLine(web, 'ready');
+  const plan = JSON.stringify([{ path: '/ok', n: 20, status: 200 }, { path: '/error', n: 2, status: 500 }]);
+  clientCg.run(`while :; do python3 ${HTTP_PEER} client ${httpPort} '${plan}'; sleep 0.2; done`);
 
   const instance = new URL(exporter.url).host;
   const prom = await startPrometheus([{ target: instance }]);
   cleanup.push(() => prom.stop());
-  await sleep(12_000);
 
   // As Grafana renders them: a multi-value variable becomes a regex alternation, "All" its allValue.
   const vars: Record<string, string> = {
@@ -176,21 +184,27 @@ test('every panel query returns data from a real Prometheus scraping kerntap und
     instance, namespace: 'shop', pod: 'web-5c6f', container: '(client|server)', cgroup: '.*',
   };
   const substitute = (expr: string) => expr.replace(/\$(\w+)/g, (whole, v: string) => vars[v] ?? whole);
-  const empty: string[] = [];
-  let queried = 0;
-  for (const { d, p, t: target } of everyTarget) {
-    const expr = substitute(target.expr);
-    assert.doesNotMatch(expr, /\$[A-Za-z_]/, `${p.title}: every variable substituted`);
-    const result = await prom.query(expr);
-    queried++;
-    if (result.length === 0) empty.push(`${d.title} / ${p.title}: ${expr}`);
-  }
-  for (const d of dashboards) {
-    for (const v of d.templating.list.filter((x) => x.type === 'query')) {
-      const selector = substitute(/^label_values\((.*), \w+\)$/.exec((v.query as { query: string }).query)![1]!);
-      if ((await prom.query(selector)).length === 0) empty.push(`${d.title} variable ${v.name}: ${selector}`);
+  const emptyQueries = async () => {
+    const empty: string[] = [];
+    let queried = 0;
+    for (const { d, p, t: target } of everyTarget) {
+      const expr = substitute(target.expr);
+      assert.doesNotMatch(expr, /\$[A-Za-z_]/, `${p.title}: every variable substituted`);
+      const result = await prom.query(expr);
+      queried++;
+      if (result.length === 0) empty.push(`${d.title} / ${p.title}: ${expr}`);
     }
-  }
+    for (const d of dashboards) {
+      for (const v of d.templating.list.filter((x) => x.type === 'query')) {
+        const selector = substitute(/^label_values\((.*), \w+\)$/.exec((v.query as { query: string }).query)![1]!);
+        if ((await prom.query(selector)).length === 0) empty.push(`${d.title} variable ${v.name}: ${selector}`);
+      }
+    }
+    return { empty, queried };
+  };
+  // Rates need a few scrapes: until every query has data (if some never do, the assertion names them).
+  await waitFor('every panel query to return data', async () => (await emptyQueries()).empty.length === 0, 60_000, 1000).catch(() => undefined);
+  const { empty, queried } = await emptyQueries();
   assert.deepEqual(empty, [], `all ${queried} panel queries and the variables return data`);
   t.diagnostic(`${queried} panel queries and ${dashboards.flatMap((d) => d.templating.list.filter((v) => v.type === 'query')).length} variable queries returned data`);
   assert.ok(queried >= 50, `${queried} queries`);

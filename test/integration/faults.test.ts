@@ -7,7 +7,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { bpfProgramsOf, loadedBpfPrograms, requireBpf } from '../helpers/env.js';
-import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
+import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
+import { waitFor, waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, find, value } from '../helpers/exposition.js';
 
@@ -41,14 +42,11 @@ test('SIGKILL leaves no program loaded: nothing is pinned', async (t) => {
   const ours = bpfProgramsOf(e.pid);
   assert.ok(ours.length > 0);
   await e.stop('SIGKILL');
-  const t0 = Date.now();
-  let left = ours;
-  while (left.length > 0 && Date.now() - t0 < 3000) {
-    await sleep(50);
+  // The kernel frees them once the last fd is gone: within 3 s.
+  await waitFor('the killed exporter\'s programs to be unloaded', () => {
     const now = loadedBpfPrograms();
-    left = ours.filter((id) => now.has(id));
-  }
-  assert.deepEqual(left, []);
+    return ours.every((id) => !now.has(id));
+  }, 3000);
 });
 
 test('a full cgroup map: overflow is counted, totals kept under ~overflow, tracked cgroups stay exact', async (t) => {
@@ -61,8 +59,7 @@ test('a full cgroup map: overflow is counted, totals kept under ~overflow, track
     cgs.push(cg);
     await cg.runToEnd('i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done');
   }
-  await sleep(1500);
-  const s = parseExposition(await e.scrape());
+  const s = await waitForPoll(e);
   assert.ok((value(s, 'kerntap_map_overflow_total', { collector: 'cgroup_cpu', map: 'cpu_ns' }) ?? 0) > 0, 'overflow counted');
   assert.ok((value(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: '~overflow' }) ?? 0) > 0, 'overflow entry holds the rest');
   const tracked = cgs.filter((cg) => find(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label }).length === 1);
@@ -79,23 +76,15 @@ test('a cgroup deleted and re-created under the same path restarts its series', 
   const e = await exporterWith();
   const first = TestCgroup.unique('kt-recreate');
   const name = first.label.slice(1);
-  const busy = async (cg: TestCgroup, ms: number) => {
-    const c = cg.run('while :; do :; done');
-    await sleep(ms);
-    c.kill('SIGKILL');
-    await new Promise((r) => c.on('exit', r));
-  };
-  await busy(first, 1500);
-  await sleep(1200);
-  const before = value(parseExposition(await e.scrape()), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: first.label })!;
+  await first.busy(1);
+  const before = value(await waitForPollWithCgroups(e, [first.label]), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: first.label })!;
   const firstUsage = first.usageUsec() / 1e6;
   assert.ok(firstUsage > 0.05 && Math.abs(before / firstUsage - 1) < 0.01, `first cgroup counted (${before} vs ${firstUsage})`);
   await first.destroy();
   const second = new TestCgroup(name);
   cleanup.push(() => second.destroy());
-  await busy(second, 400);
-  await sleep(1200);
-  const after = value(parseExposition(await e.scrape()), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: second.label })!;
+  await second.busy(0.3);
+  const after = value(await waitForPollWithCgroups(e, [second.label]), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: second.label })!;
   const usage = second.usageUsec() / 1e6;
   assert.ok(Math.abs(after / usage - 1) < 0.01, `the new cgroup's own time (${after}) = its cpu.stat (${usage}), not added to the old ${before}`);
 });

@@ -9,12 +9,13 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { startExporter, type Exporter } from '../helpers/exporter.js';
+import { waitFor, waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value, type Sample } from '../helpers/exposition.js';
 import {
-  attributesOf, haveReceiver, labelsOf, metricsOf, promSamplesOf, sampleKey, startReceiver,
-  type OtlpRecord, type Receiver,
+  attributesOf, haveReceiver, labelsOf, matchingSnapshot, metricsOf, promSamplesOf, sampleKey, startReceiver,
+  type Receiver,
 } from '../helpers/otlp.js';
 
 const running: { stop(): Promise<unknown> }[] = [];
@@ -24,31 +25,18 @@ after(async () => {
 });
 
 async function setup(env: Record<string, string>, args: string[] = [], failFirstRequests = 0): Promise<{ receiver: Receiver; exporter: Exporter }> {
-  const receiver = await startReceiver(failFirstRequests);
+  const receiver = await startReceiver(failFirstRequests, undefined, env.OTEL_EXPORTER_OTLP_PROTOCOL === 'grpc');
   running.push(receiver);
   const exporter = await startExporter(args, { env: { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '500', ...env } });
   running.push(exporter);
   return { receiver, exporter };
 }
 
-/** Groups OTLP requests by snapshot time and finds the one that renders to exactly these samples. */
-function matchingSnapshot(records: OtlpRecord[], prom: Sample[]): { missing: string[]; record?: OtlpRecord } {
-  const want = new Map(prom.map((s) => [sampleKey(s), s.value]));
-  let best: string[] = [...want.keys()];
-  for (const record of records) {
-    const got = new Map(promSamplesOf(metricsOf(record)).map((s) => [sampleKey(s), s.value]));
-    const missing = [...want].filter(([k, v]) => got.get(k) !== v).map(([k, v]) => `${k}=${v} (otlp ${got.get(k)})`);
-    if (missing.length === 0) return { missing, record };
-    if (missing.length < best.length) best = missing;
-  }
-  return { missing: best };
-}
-
-for (const protocol of ['http/protobuf', 'http/json'] as const) {
+for (const protocol of ['http/protobuf', 'http/json', 'grpc'] as const) {
   test(`${protocol}: every /metrics sample has its OTLP twin with the same value and attributes`, async (t) => {
     if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv (scripts/test-deps.sh)', haveReceiver())) return;
-    // The JSON run also goes gzip-compressed, so both encodings are covered.
-    const gzip = protocol === 'http/json';
+    // The JSON and gRPC runs also go gzip-compressed, so both encodings are covered.
+    const gzip = protocol !== 'http/protobuf';
     const { receiver, exporter } = await setup({
       OTEL_EXPORTER_OTLP_PROTOCOL: protocol,
       OTEL_EXPORTER_OTLP_HEADERS: 'Authorization=Api-Token%20dt0c01.secret',
@@ -57,15 +45,17 @@ for (const protocol of ['http/protobuf', 'http/json'] as const) {
     }, ['--poll.interval', '3s']);
     // Some TCP traffic, so the histograms have counts.
     for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
-    await sleep(3500);
+    await waitForPoll(exporter);
     await receiver.waitFor((r) => r.length >= 3);
     const prom = parseExposition(await exporter.scrape());
-    await sleep(1200);
+    // Until an export of this snapshot arrives; if none does, the assertion below says what differs.
+    await receiver.waitFor((r) => matchingSnapshot(r, prom).missing.length === 0, 10_000).catch(() => undefined);
     const { missing, record } = matchingSnapshot(receiver.records, prom);
     assert.deepEqual(missing.slice(0, 10), [], 'an OTLP export of the same snapshot matches /metrics sample for sample');
     t.diagnostic(`${prom.length} /metrics samples matched one OTLP export of ${metricsOf(record!).length} metrics`);
-    assert.equal(record!.format, protocol === 'http/json' ? 'json' : 'protobuf');
-    assert.equal(record!.encoding, gzip ? 'gzip' : null);
+    assert.equal(record!.format, { 'http/json': 'json', 'http/protobuf': 'protobuf', grpc: 'grpc' }[protocol]);
+    // gRPC's gzip is proven by the identity-only receiver below.
+    if (protocol !== 'grpc') assert.equal(record!.encoding, gzip ? 'gzip' : null);
     assert.equal(record!.authorization, 'Api-Token dt0c01.secret', 'headers from OTEL_EXPORTER_OTLP_HEADERS');
     const resource = attributesOf(record!.request.resourceMetrics[0]!.resource.attributes);
     assert.equal(resource['service.name'], 'kerntap');
@@ -85,13 +75,14 @@ test('delta: CPU deltas of a cgroup sum to the cumulative value and to cpu.stat'
   const { receiver, exporter } = await setup({ OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'delta', OTEL_METRIC_EXPORT_INTERVAL: '700' });
   const cg = TestCgroup.unique('kt-otlp-delta');
   running.push({ stop: () => cg.destroy() });
-  const busy = cg.run('while :; do :; done');
-  await sleep(2500);
-  busy.kill('SIGKILL');
-  await new Promise((r) => busy.on('exit', r));
-  await sleep(3000); // polls and exports after the workload ended
-  const cumulative = value(parseExposition(await exporter.scrape()), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
+  await cg.busy(2);
+  const cumulative = value(await waitForPollWithCgroups(exporter, [cg.label]), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
   const usage = cg.usageUsec() / 1e6;
+  // Until the exports have caught up with that poll; if they never do, the assertions below say by how much.
+  const exportedSum = () => receiver.records.filter((r) => r.status === 200).flatMap((r) => metricsOf(r))
+    .filter((m) => m.name === 'kerntap.cgroup.cpu.time').flatMap((m) => m.sum!.dataPoints ?? [])
+    .filter((dp) => labelsOf(dp.attributes).cgroup === cg.label).reduce((a, dp) => a + (dp.asDouble ?? 0), 0);
+  await receiver.waitFor(() => Math.abs(exportedSum() - cumulative) < 1e-6, 10_000).catch(() => undefined);
   let sum = 0;
   let points = 0;
   let lastEnd = 0n;
@@ -117,10 +108,12 @@ test('exponential histograms: scale 0 buckets agree with the Prometheus buckets 
   if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
   const { receiver, exporter } = await setup({ OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION: 'base2_exponential_bucket_histogram' }, ['--poll.interval', '3s']);
   for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
-  await sleep(3500);
+  await waitForPoll(exporter);
   await receiver.waitFor((r) => r.length >= 3);
   const prom = parseExposition(await exporter.scrape());
-  await sleep(1200);
+  // Two exports after the scrape (every 500 ms, polls every 3 s): one of them has its snapshot.
+  const seen = receiver.records.length;
+  await receiver.waitFor((r) => r.length >= seen + 2);
   let compared = 0;
   const byKey = new Map(prom.map((s) => [sampleKey(s), s.value]));
   const match = receiver.records.find((record) => {
@@ -153,8 +146,8 @@ test('a receiver answering 503 to the first requests: kerntap keeps serving, cou
   if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
   const { receiver, exporter } = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '1000', OTEL_EXPORTER_OTLP_TIMEOUT: '1500' }, [], 3);
   await receiver.waitFor((r) => r.some((x) => x.status === 200), 30_000);
-  await sleep(2500);
-  const s = parseExposition(await exporter.scrape());
+  // The export counters are in the snapshot of the next poll.
+  const s = await waitForPoll(exporter, undefined, { until: (x) => (value(x, 'kerntap_otlp_exports_total', { result: 'success' }) ?? 0) >= 1 });
   t.diagnostic(`503s received: ${receiver.records.filter((r) => r.status === 503).length}; exports: ${value(s, 'kerntap_otlp_exports_total', { result: 'failure' })} failed, ${value(s, 'kerntap_otlp_exports_total', { result: 'success' })} succeeded`);
   assert.equal(receiver.records.filter((r) => r.status === 503).length, 3, 'retried while failing');
   assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1, 'failures counted');
@@ -163,13 +156,13 @@ test('a receiver answering 503 to the first requests: kerntap keeps serving, cou
   assert.ok((exporter.stderr().match(/OTLP export failed/g) ?? []).length <= 2, 'failures logged without flooding');
 });
 
-test('OTLP over TLS with a custom CA and an mTLS client certificate', async (t) => {
+for (const protocol of ['http/protobuf', 'grpc'] as const) test(`${protocol} over TLS with a custom CA and an mTLS client certificate`, async (t) => {
   if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
   const { makeCerts } = await import('../helpers/certs.js');
   const certs = makeCerts();
-  const receiver = await startReceiver(0, { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca });
+  const receiver = await startReceiver(0, { cert: certs.serverCert, key: certs.serverKey, clientCa: certs.ca }, protocol === 'grpc');
   running.push(receiver);
-  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_METRIC_EXPORT_INTERVAL: '500', OTEL_EXPORTER_OTLP_CERTIFICATE: certs.ca };
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: protocol, OTEL_METRIC_EXPORT_INTERVAL: '500', OTEL_EXPORTER_OTLP_CERTIFICATE: certs.ca };
   const mtls = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_CLIENT_KEY: certs.clientKey, OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE: certs.clientCert } });
   running.push(mtls);
   await receiver.waitFor((r) => r.some((x) => x.status === 200));
@@ -178,18 +171,32 @@ test('OTLP over TLS with a custom CA and an mTLS client certificate', async (t) 
   const noCert = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_TIMEOUT: '500' } });
   running.push(noCert);
   const seen = receiver.records.length;
-  await sleep(3000);
-  const s = parseExposition(await noCert.scrape());
+  const s = await waitForPoll(noCert, undefined, { until: (x) => (value(x, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1 });
   assert.equal(receiver.records.length, seen, 'nothing got through without the client certificate');
   assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1);
+});
+
+test('gRPC compression: kerntap\'s gzip is refused by a receiver that takes identity only, and plain calls are not', async (t) => {
+  if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
+  const receiver = await startReceiver(0, undefined, 'identity-only');
+  running.push(receiver);
+  const env = { OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_METRIC_EXPORT_INTERVAL: '500', OTEL_EXPORTER_OTLP_TIMEOUT: '1000' };
+  const gzip = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip' } });
+  running.push(gzip);
+  const failed = async (e: Exporter) => value(parseExposition(await e.scrape()), 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0;
+  await waitFor('a failed export counted', async () => (await failed(gzip)) >= 1 || undefined, 10_000);
+  assert.equal(receiver.records.length, 0, 'no gzip call got through');
+  await gzip.stop();
+  const plain = await startExporter([], { env });
+  running.push(plain);
+  await receiver.waitFor((r) => r.length > 0);
 });
 
 test('shutdown: one final export of the latest snapshot, and bounded when the endpoint hangs', async (t) => {
   if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
   // A long export interval: the only export is the one made on SIGTERM.
   const { receiver, exporter } = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '600000' });
-  await sleep(1500);
-  const last = parseExposition(await exporter.scrape());
+  const last = await waitForPoll(exporter);
   assert.equal(receiver.records.length, 0);
   assert.equal(await exporter.stop(), 0);
   assert.equal(receiver.records.length, 1, 'exactly one final export');
@@ -227,7 +234,13 @@ test('bad OTLP settings fail at start with one line naming the variable', async 
   const badResource = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_RESOURCE_ATTRIBUTES: 'team' });
   assert.equal(badResource.status, 1);
   assert.match(badResource.stderr.trim(), /^kerntap: OTEL_RESOURCE_ATTRIBUTES: malformed entry #1/);
-  const grpc = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
-  assert.equal(grpc.status, 1);
-  assert.match(grpc.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "grpc"/);
+  const thrift = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'http/thrift' });
+  assert.equal(thrift.status, 1);
+  assert.match(thrift.stderr.trim(), /^kerntap: OTEL_EXPORTER_OTLP_PROTOCOL: unsupported protocol "http\/thrift" \(use http\/protobuf, http\/json or grpc\)$/);
+  const grpcPath = run({ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: 'http://127.0.0.1:1/v1/metrics', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc' });
+  assert.equal(grpcPath.status, 1);
+  assert.equal(grpcPath.stderr.trim(), 'kerntap: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: a gRPC endpoint is scheme://host:port, without a path (got /v1/metrics)');
+  const grpcHeader = run({ OTEL_EXPORTER_OTLP_ENDPOINT: 'http://127.0.0.1:1', OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_HEADERS: 'x-token=caf%C3%A9-secret' });
+  assert.equal(grpcHeader.status, 1);
+  assert.equal(grpcHeader.stderr.trim(), 'kerntap: OTLP header "x-token": a gRPC metadata value must be printable ASCII');
 });

@@ -8,10 +8,13 @@
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Writable } from 'node:stream';
+import { detectCgroup2Root } from '../../src/cgroup/mount.js';
 import { pino } from 'pino';
 import { requireBpf } from '../helpers/env.js';
-import { sleep } from '../helpers/exporter.js';
+import { pollsTotal, scrapable, waitFor, waitForPoll } from '../helpers/wait.js';
 import { find, parseExposition, value } from '../helpers/exposition.js';
 import { Kerntap } from '../../src/app.js';
 import { parseConfig } from '../../src/config.js';
@@ -34,32 +37,39 @@ security: {drop_privileges: false}
   const app = await Kerntap.start(config, pino({ level: 'info' }, sink));
   t.after(() => app.close());
   const url = app.address!;
-  const scrape = async () => parseExposition(await (await fetch(`${url}/metrics`)).text());
+  const kerntap = scrapable(url);
+  const scrape = async () => parseExposition(await kerntap.scrape());
   const health = async () => {
     const r = await fetch(`${url}/healthz`);
     return { status: r.status, body: await r.text() };
   };
 
-  await sleep(500);
+  const good = await waitForPoll(kerntap);
   assert.equal((await health()).status, 200);
-  const good = await scrape();
   const cpuGood = find(good, 'kerntap_cgroup_cpu_time_seconds_total');
   assert.ok(cpuGood.length > 0, 'CPU series before the failure');
 
-  // Break the collector: its map reads now fail in the addon.
+  // Break the collector: its map reads now fail in the addon. Any CPU time
+  // that the last good poll did not see is lost from here on, while the
+  // CPU keeps running: a later snapshot that still moved would be no failure.
   app.collectors.find((c) => c.name === 'cgroup_cpu')!.instance.objects[0]!.close();
-  await sleep(1200); // ~6 polls
-
-  const bad = await scrape();
+  const firstBad = await waitFor('3 failed polls', async () => {
+    const s = await scrape();
+    return (value(s, 'kerntap_poll_errors_total', { collector: 'cgroup_cpu' }) ?? 0) >= 3 && s;
+  });
+  assert.equal(value(firstBad, 'kerntap_poll_errors_total', { collector: 'tcp' }), 0, 'the tcp collector did not fail');
+  // Snapshots of later polls (not the same snapshot scraped twice) serve the same values.
+  const polls = pollsTotal(firstBad);
+  const ownUsage0 = ownCgroupUsageUsec();
+  const bad = await waitForPoll(kerntap, polls + 2);
+  const ownUsage1 = ownCgroupUsageUsec();
+  assert.ok(pollsTotal(bad) > polls + 2, 'a later snapshot');
+  const frozen = (s: typeof bad) => new Map(find(s, 'kerntap_cgroup_cpu_time_seconds_total').map((x) => [JSON.stringify(x.labels), x.value]));
+  assert.ok(frozen(bad).size > 0 && frozen(bad).size >= cpuGood.length, 'every CPU series is still served');
+  assert.deepEqual(frozen(bad), frozen(firstBad), 'frozen at the last good poll');
+  assert.ok(ownUsage1 > ownUsage0, 'while this process\'s cgroup (one of the series) did use CPU meanwhile');
   const errors = value(bad, 'kerntap_poll_errors_total', { collector: 'cgroup_cpu' })!;
-  assert.ok(errors >= 3, `poll errors counted (${errors})`);
-  assert.equal(value(bad, 'kerntap_poll_errors_total', { collector: 'tcp' }), 0, 'the tcp collector did not fail');
-  // The last good values, unchanged, for every series.
-  const cpuNow = find(bad, 'kerntap_cgroup_cpu_time_seconds_total');
-  const lastGood = new Map(cpuNow.map((s) => [JSON.stringify(s.labels), s.value]));
-  const served = find(parseExposition(await (await fetch(`${url}/metrics`)).text()), 'kerntap_cgroup_cpu_time_seconds_total');
-  assert.ok(cpuNow.length >= cpuGood.length, 'every CPU series is still served');
-  for (const s of served) assert.equal(s.value, lastGood.get(JSON.stringify(s.labels)), 'frozen at the last good poll');
+  assert.ok(errors >= 5, `every failed poll counted (${errors})`);
 
   const h = await health();
   assert.equal(h.status, 503);
@@ -72,7 +82,12 @@ security: {drop_privileges: false}
   // The tcp collector still polls: new traffic shows up.
   const sentBefore = find(bad, 'kerntap_tcp_sent_bytes_total').reduce((s, x) => s + x.value, 0);
   for (let i = 0; i < 5; i++) await fetch(`${url}/healthz`);
-  await sleep(600);
-  const sentAfter = find(await scrape(), 'kerntap_tcp_sent_bytes_total').reduce((s, x) => s + x.value, 0);
+  const sentAfter = find(await waitForPoll(kerntap), 'kerntap_tcp_sent_bytes_total').reduce((s, x) => s + x.value, 0);
   assert.ok(sentAfter > sentBefore, `tcp traffic still counted (${sentBefore} → ${sentAfter})`);
 });
+
+/** usage_usec of the cgroup this test process runs in. */
+function ownCgroupUsageUsec(): number {
+  const rel = /^0::(.*)$/m.exec(readFileSync('/proc/self/cgroup', 'utf8'))![1]!;
+  return Number(/^usage_usec (\d+)$/m.exec(readFileSync(path.join(detectCgroup2Root(), rel, 'cpu.stat'), 'utf8'))![1]);
+}

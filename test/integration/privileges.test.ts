@@ -6,8 +6,11 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
-import { requireBpf } from '../helpers/env.js';
-import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
+import path from 'node:path';
+import { parseAllDocuments } from 'yaml';
+import { ROOT, requireBpf } from '../helpers/env.js';
+import { waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
+import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value } from '../helpers/exposition.js';
 
@@ -35,15 +38,35 @@ test('after attach every thread runs as uid 65534 with no capabilities, and CPU 
   }
   const cg = TestCgroup.unique('kt-priv');
   cleanup.push(() => cg.destroy());
-  const busy = cg.run('while :; do :; done');
-  await sleep(1500);
-  busy.kill('SIGKILL');
-  await new Promise((r) => busy.on('exit', r));
-  await sleep(1200);
-  const s = parseExposition(await e.scrape());
+  await cg.busy(1);
+  const s = await waitForPollWithCgroups(e, [cg.label]);
   const v = value(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
   assert.ok(Math.abs(v / (cg.usageUsec() / 1e6) - 1) < 0.01, `exact after the drop (${v})`);
   assert.equal(value(s, 'kerntap_poll_errors_total', { collector: 'cgroup_cpu' }), 0);
+});
+
+/** Bits of the capabilities the deployments may grant (linux/capability.h). */
+const CAP_BITS: Record<string, bigint> = { SETGID: 6n, SETUID: 7n, PERFMON: 38n, BPF: 39n };
+
+test('with exactly the capabilities the shipped deployments grant, kerntap ends as uid 65534 with none', async (t) => {
+  if (!requireBpf(t)) return;
+  const compose = parseAllDocuments(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8'))[0]!.toJS() as { services: { kerntap: { cap_add: string[] } } };
+  const k8s = parseAllDocuments(readFileSync(path.join(ROOT, 'deploy/kubernetes/daemonset.yaml'), 'utf8'))[0]!.toJS() as {
+    spec: { template: { spec: { containers: { securityContext: { capabilities: { add: string[] } } }[] } } };
+  };
+  const lists = new Set([compose.services.kerntap.cap_add, k8s.spec.template.spec.containers[0]!.securityContext.capabilities.add].map((l) => l.join(',')));
+  for (const list of lists) {
+    // As the runtimes start it: uid 0, these capabilities only (bounding set), no new privileges.
+    const caps = list.split(',').map((c) => `+${c.toLowerCase()}`).join(',');
+    const e = await startExporter([], { wrap: ['setpriv', '--bounding-set', `-all,${caps}`, '--inh-caps', '-all', '--no-new-privs', '--'] });
+    cleanup.push(() => e.stop());
+    const bounding = BigInt(`0x${/^CapBnd:\s+(\w+)/m.exec(readFileSync(`/proc/${e.pid}/status`, 'utf8'))![1]!}`);
+    assert.equal(bounding, list.split(',').reduce((m, c) => m | (1n << CAP_BITS[c]!), 0n), 'started with the deployment\'s capabilities only');
+    for (const th of threads(e.pid)) assert.deepEqual(th, { uid: '65534', capEff: '0000000000000000' }, `capabilities ${list}`);
+    assert.match(e.stderr(), /dropped all privileges after attach/);
+    await waitForPoll(e);
+    await e.stop();
+  }
 });
 
 test('security.drop_privileges: false keeps the capabilities', async (t) => {

@@ -7,16 +7,14 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, writeConfig } from '../helpers/exporter.js';
+import { startExporter, writeConfig } from '../helpers/exporter.js';
+import { waitFor, waitForPoll } from '../helpers/wait.js';
 import { parseExposition, find } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics } from '../helpers/prometheus.js';
-import { tcpTestFile, TRAFFIC, exited, freePort, haveNft, runClient, ssSockets, startServer, tcpMib, total, waitForLine } from '../helpers/net.js';
+import { tcpTestFile, TRAFFIC, exited, freePort, haveNft, runClient, ssSockets, startServer, tcpMib, total, waitForLine, waitForTcpQuiet } from '../helpers/net.js';
 
-const { fixtures, scrape, exporter } = tcpTestFile(before, after);
+const { fixtures, scrape, settled, exporter } = tcpTestFile(before, after);
 
-
-/** Waits for two polls, so everything that happened is in the snapshot. */
-const settle = () => sleep(1300);
 
 test('loopback: M connections × N bytes are counted exactly on both sides, after they closed', async (t) => {
   if (!requireBpf(t)) return;
@@ -27,8 +25,7 @@ test('loopback: M connections × N bytes are counted exactly on both sides, afte
   const M = 20;
   await startServer(server, `server 127.0.0.1 ${p} ${N}`);
   await runClient(client, `client 127.0.0.1 ${p} ${N} ${M}`);
-  await settle();
-  const s = await scrape();
+  const s = await settled();
   const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(p) };
   const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', server_port: String(p) };
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', cli), M * N, 'client sent');
@@ -54,8 +51,7 @@ test('live connections: counters and the active gauge agree with ss -ti', async 
   await startServer(server, `server 127.0.0.1 ${p} ${N}`);
   const hold = client.run(`python3 ${TRAFFIC} hold 127.0.0.1 ${p} ${N} ${K}`, 'pipe');
   await waitForLine(hold, 'ready');
-  await settle();
-  const s = await scrape();
+  const s = await settled();
   const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(p) };
   const ours = ssSockets(p).filter((x) => x.peer === `127.0.0.1:${p}`);
   assert.equal(ours.length, K);
@@ -68,8 +64,7 @@ test('live connections: counters and the active gauge agree with ss -ti', async 
   assert.equal(total(s, 'kerntap_tcp_connections_active', cli), K);
   assert.equal(total(s, 'kerntap_tcp_connections_active', { cgroup: server.label, role: 'server' }), K);
   await client.killAll();
-  await settle();
-  const after = await scrape();
+  const after = await settled();
   assert.equal(total(after, 'kerntap_tcp_sent_bytes_total', cli), K * N, 'nothing added or lost at close');
   assert.equal(total(after, 'kerntap_tcp_connections_active', cli), 0);
 });
@@ -89,8 +84,7 @@ test('veth into another network namespace: exact bytes, and connects agree with 
   await runClient(client, `client ${ns.hostAddr} ${p} ${N} ${M}`, ns.prefix);
   await runClient(client, `refused ${ns.hostAddr} ${closed} ${K}`, ns.prefix);
   const mib1 = tcpMib(ns);
-  await settle();
-  const s = await scrape();
+  const s = await settled();
   const cli = { cgroup: client.label, role: 'client', peer: ns.hostAddr, server_port: String(p) };
   const srv = { cgroup: server.label, role: 'server', peer: ns.nsAddr, server_port: String(p) };
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', cli), M * N, 'client in the namespace sent');
@@ -122,7 +116,7 @@ test('RTT: queueing delay from a rate-limited veth shows in the histogram as ss 
   };
   // Without shaping, on a veth: sub-millisecond.
   await runClient(client, `bulk ${ns.hostAddr} ${p} 1`, ns.prefix);
-  await settle();
+  await settled();
   const fast = await rtt();
   assert.ok(fast.count > 0);
   assert.ok(fast.sum / fast.count < 0.001, `unshaped mean RTT ${(fast.sum / fast.count) * 1e3} ms < 1 ms`);
@@ -130,13 +124,14 @@ test('RTT: queueing delay from a rate-limited veth shows in the histogram as ss 
   // 4 Mbit/s with a deep queue on the namespace's egress: the queue fills and RTT grows.
   ns.exec(['tc', 'qdisc', 'add', 'dev', ns.nsIf, 'root', 'tbf', 'rate', '4mbit', 'burst', '16kb', 'latency', '200ms']);
   const bulk = client.run(`${ns.prefix} python3 ${TRAFFIC} bulk ${ns.hostAddr} ${p} 6`, 'pipe');
-  await sleep(3000);
+  const bulkRtt = () => ssSockets(p, ns).filter((x) => x.peer === `${ns.hostAddr}:${p}`).map((x) => x.rttMs);
+  await waitFor('the tbf queue to delay the bulk connection', () => bulkRtt().some((ms) => ms > 5));
   const a = await rtt();
-  // ss's smoothed RTT at the start, middle and end of the window.
+  // ss's smoothed RTT over the window, once per poll.
   const ssRtt: number[] = [];
   for (let i = 0; i < 3; i++) {
-    ssRtt.push(...ssSockets(p, ns).filter((x) => x.peer === `${ns.hostAddr}:${p}`).map((x) => x.rttMs));
-    if (i < 2) await sleep(1000);
+    ssRtt.push(...bulkRtt());
+    if (i < 2) await waitForPoll(exporter());
   }
   const b = await rtt();
   await exited(bulk);
@@ -162,10 +157,10 @@ test('retransmits equal the namespace\'s RetransSegs under 10% loss', async (t) 
   table.rule('in', ['tcp', 'dport', String(p), 'numgen', 'random', 'mod', '10', '0', 'counter', 'drop']);
   const mib0 = tcpMib(ns);
   await runClient(client, `bulk ${ns.hostAddr} ${p} 3`, ns.prefix);
-  await sleep(1500); // the sink closes; FIN retransmits, if any, happen now
+  // The sink closes: FIN retransmits, if any, are over once only TIME-WAIT is left.
+  await waitForTcpQuiet(p, ns);
   const mib1 = tcpMib(ns);
-  await settle();
-  const s = await scrape();
+  const s = await settled();
   const ours = total(s, 'kerntap_tcp_retransmits_total', { cgroup: client.label });
   const kernel = mib1.RetransSegs! - mib0.RetransSegs!;
   const dropped = table.counted('in');
@@ -185,8 +180,7 @@ test('IPv6 and v4-mapped IPv6: exact bytes, peers shown as the address family us
   await startServer(server, `server :: ${dual} ${N}`); // dual-stack: IPv4 clients arrive v4-mapped
   await runClient(client, `client ::1 ${p6} ${N} ${M}`);
   await runClient(client, `client 127.0.0.1 ${dual} ${N} ${M}`);
-  await settle();
-  const s = await scrape();
+  const s = await settled();
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client', peer: '::1', server_port: String(p6) }), M * N);
   assert.equal(total(s, 'kerntap_tcp_received_bytes_total', { cgroup: server.label, role: 'server', peer: '::1' }), M * N);
   assert.equal(total(s, 'kerntap_tcp_received_bytes_total', { cgroup: server.label, role: 'server', peer: '127.0.0.1' }), M * N,
@@ -205,8 +199,7 @@ test('per-connection mode: live connections with their 5-tuple and owner, data b
   await startServer(server, `server 127.0.0.1 ${p} ${N}`);
   const hold = client.run(`python3 ${TRAFFIC} hold 127.0.0.1 ${p} ${N} 3`, 'pipe');
   await waitForLine(hold, 'ready');
-  await settle();
-  const s = parseExposition(await own.scrape());
+  const s = await settled(own);
   const conns = find(s, 'kerntap_tcp_connection_sent_bytes_total', { cgroup: client.label, peer: `127.0.0.1:${p}` });
   assert.equal(conns.length, 3, 'one series per live connection');
   for (const c of conns) {
@@ -227,7 +220,7 @@ test('hostile process names reach the listeners metric escaped; promtool accepts
     const child = cg.run(`python3 ${TRAFFIC} listen 127.0.0.1 ${ports[i]} '${names[i]}'`, 'pipe');
     await waitForLine(child, 'ready');
   }
-  await settle();
+  await settled();
   const text = await exporter().scrape();
   const check = promtoolCheckMetrics(text);
   assert.equal(check.status, 0, `promtool check metrics:\n${check.output}`);

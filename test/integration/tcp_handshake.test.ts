@@ -13,16 +13,15 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf } from '../helpers/env.js';
-import { sleep } from '../helpers/exporter.js';
-import { parseExposition } from '../helpers/exposition.js';
+import { waitFor } from '../helpers/wait.js';
+import type { Sample } from '../helpers/exposition.js';
 import { tcpTestFile, TRAFFIC, exited, freePort, runClient, ssSockets, startServer, total } from '../helpers/net.js';
 import type { TestCgroup } from '../helpers/cgroup.js';
 
-const { fixtures, scrape, exporter } = tcpTestFile(before, after);
+const { fixtures, settled } = tcpTestFile(before, after);
 
 /** Mean of a histogram in ms, for the given cgroup. */
-async function meanMs(metric: string, cg: TestCgroup): Promise<{ count: number; ms: number }> {
-  const s = parseExposition(await exporter().scrape());
+function meanMs(s: Sample[], metric: string, cg: TestCgroup): { count: number; ms: number } {
   const count = total(s, `${metric}_count`, { cgroup: cg.label });
   return { count, ms: (total(s, `${metric}_sum`, { cgroup: cg.label }) / count) * 1e3 };
 }
@@ -45,9 +44,9 @@ test('connect and handshake durations: sub-millisecond on an idle veth, the queu
   await startServer(sink, `sink ${ns.hostAddr} ${pSink}`);
 
   await runClient(idleClient, `client ${ns.hostAddr} ${pIdle} 1000 ${M}`, ns.prefix);
-  await sleep(1300);
-  const idleConnect = await meanMs('kerntap_tcp_connect_duration_seconds', idleClient);
-  const idleHandshake = await meanMs('kerntap_tcp_handshake_duration_seconds', idleServer);
+  const idle = await settled();
+  const idleConnect = meanMs(idle, 'kerntap_tcp_connect_duration_seconds', idleClient);
+  const idleHandshake = meanMs(idle, 'kerntap_tcp_handshake_duration_seconds', idleServer);
   t.diagnostic(`idle: connect ${idleConnect.ms.toFixed(3)} ms, handshake ${idleHandshake.ms.toFixed(3)} ms`);
   assert.equal(idleConnect.count, M);
   assert.equal(idleHandshake.count, M);
@@ -56,14 +55,14 @@ test('connect and handshake durations: sub-millisecond on an idle veth, the queu
 
   ns.exec(['tc', 'qdisc', 'add', 'dev', ns.nsIf, 'root', 'tbf', 'rate', '4mbit', 'burst', '16kb', 'latency', '100ms']);
   const filler = bulk.run(`${ns.prefix} python3 ${TRAFFIC} bulk ${ns.hostAddr} ${pSink} 6`, 'pipe');
-  await sleep(2500);
-  const before = ssSockets(pSink, ns).find((x) => x.peer === `${ns.hostAddr}:${pSink}`)?.rttMs ?? 0;
+  const fillerRtt = () => ssSockets(pSink, ns).find((x) => x.peer === `${ns.hostAddr}:${pSink}`)?.rttMs ?? 0;
+  const before = await waitFor('the filler to fill the tbf queue', () => { const ms = fillerRtt(); return ms > 15 && ms; });
   await runClient(queuedClient, `client ${ns.hostAddr} ${p} 1000 ${M}`, ns.prefix);
-  const after = ssSockets(pSink, ns).find((x) => x.peer === `${ns.hostAddr}:${pSink}`)?.rttMs ?? 0;
+  const after = fillerRtt();
   await exited(filler);
-  await sleep(1300);
-  const connect = await meanMs('kerntap_tcp_connect_duration_seconds', queuedClient);
-  const handshake = await meanMs('kerntap_tcp_handshake_duration_seconds', server);
+  const queued = await settled();
+  const connect = meanMs(queued, 'kerntap_tcp_connect_duration_seconds', queuedClient);
+  const handshake = meanMs(queued, 'kerntap_tcp_handshake_duration_seconds', server);
   t.diagnostic(`queued (ss rtt ${before} -> ${after} ms): connect ${connect.ms.toFixed(1)} ms, handshake ${handshake.ms.toFixed(1)} ms`);
   assert.equal(connect.count, M);
   assert.equal(handshake.count, M);

@@ -9,14 +9,11 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf } from '../helpers/env.js';
-import { startExporter, sleep } from '../helpers/exporter.js';
+import { startExporter } from '../helpers/exporter.js';
 import { tcpTestFile, TRAFFIC, freePort, runClient, ssSockets, startServer, total, waitForLine } from '../helpers/net.js';
 
-const { fixtures, scrape, exporter } = tcpTestFile(before, after);
+const { fixtures, scrape, settled, exporter } = tcpTestFile(before, after);
 
-
-/** Two polls of the default test exporter (500 ms). */
-const settle = () => sleep(1300);
 
 test('client in a namespace: quiet live connections never exceed ss there, and are exact at close', async (t) => {
   if (!requireBpf(t)) return;
@@ -29,8 +26,7 @@ test('client in a namespace: quiet live connections never exceed ss there, and a
   await startServer(server, `server ${ns.hostAddr} ${p} ${N}`);
   const hold = client.run(`${ns.prefix} python3 ${TRAFFIC} hold ${ns.hostAddr} ${p} ${N} ${K}`, 'pipe');
   await waitForLine(hold, 'ready');
-  await settle();
-  const s = await scrape();
+  const s = await settled();
 
   const ours = ssSockets(p, ns).filter((x) => x.peer === `${ns.hostAddr}:${p}`);
   assert.equal(ours.length, K, 'ss in the namespace sees the connections');
@@ -47,8 +43,7 @@ test('client in a namespace: quiet live connections never exceed ss there, and a
   assert.equal(total(s, 'kerntap_tcp_connections_active', cli), K);
 
   await client.killAll();
-  await settle();
-  const after = await scrape();
+  const after = await settled();
   assert.equal(total(after, 'kerntap_tcp_sent_bytes_total', cli), K * N, 'exact at close');
   assert.equal(total(after, 'kerntap_tcp_received_bytes_total', cli), K * N);
   assert.equal(total(after, 'kerntap_tcp_connections_active', cli), 0);
@@ -65,8 +60,7 @@ test('server in a namespace: idle keep-alive connections never exceed ss there, 
   await startServer(server, `server ${ns.nsAddr} ${p} ${N}`, ns.prefix);
   const hold = client.run(`python3 ${TRAFFIC} hold ${ns.nsAddr} ${p} ${N} ${K}`, 'pipe');
   await waitForLine(hold, 'ready');
-  await settle();
-  const s = await scrape();
+  const s = await settled();
 
   const ours = ssSockets(p, ns).filter((x) => x.local === `${ns.nsAddr}:${p}`);
   assert.equal(ours.length, K);
@@ -83,8 +77,7 @@ test('server in a namespace: idle keep-alive connections never exceed ss there, 
   assert.equal(total(s, 'kerntap_tcp_handshake_duration_seconds_count', { cgroup: server.label }), K);
 
   await client.killAll();
-  await settle();
-  const after = await scrape();
+  const after = await settled();
   assert.equal(total(after, 'kerntap_tcp_sent_bytes_total', srv), K * N, 'server sent: exact at close');
   assert.equal(total(after, 'kerntap_tcp_received_bytes_total', srv), K * N, 'server received: exact at close');
   assert.equal(total(after, 'kerntap_tcp_connections_active', srv), 0);
@@ -101,8 +94,7 @@ test('a 100 ms poll racing a busy connection in a namespace counts every byte on
   await startServer(server, `sink ${ns.hostAddr} ${p}`);
   const out = await runClient(client, `bulk ${ns.hostAddr} ${p} 3`, ns.prefix);
   const written = Number(/^sent (\d+)$/m.exec(out)?.[1]);
-  await sleep(600);
-  const s = await scrape(fast);
+  const s = await settled(fast);
   const sent = total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: client.label, role: 'client' });
   const received = total(s, 'kerntap_tcp_received_bytes_total', { cgroup: server.label, role: 'server' });
   assert.ok(written > 10_000_000, `the client wrote ${written} bytes`);

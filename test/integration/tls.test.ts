@@ -13,6 +13,8 @@ import { BIN, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter } from '../helpers/exporter.js';
 import { havePrometheus, startPrometheus } from '../helpers/prometheus.js';
 import { makeCerts } from '../helpers/certs.js';
+import { parseExposition } from '../helpers/exposition.js';
+import { pollsTotal, waitForPoll } from '../helpers/wait.js';
 
 const cleanup: (() => Promise<unknown>)[] = [];
 after(async () => {
@@ -52,6 +54,30 @@ test('TLS and basic auth: curl and Prometheus scrape over TLS; wrong or missing 
   const built = await prom.waitFor('kerntap_build_info', (r) => r.length === 1);
   assert.equal(built[0]!.value[1], '1');
   assert.ok(!exporter.stderr().includes(password), 'the password never reaches the log');
+});
+
+test('50 wrong-password requests in flight: an authorized scrape answers within 1 s, polls go on, the excess is refused at once', async (t) => {
+  if (!requireBpf(t)) return;
+  const dir = mkdtempSync(path.join(tmpdir(), 'kt-auth-'));
+  const password = 'correct horse battery staple';
+  const webConfig = path.join(dir, 'web.yml');
+  writeFileSync(webConfig, `basic_auth_users:\n  alice: ${bcrypt.hashSync(password, 10)}\n`);
+  const exporter = await startExporter(['--web.config.file', webConfig]);
+  cleanup.push(() => exporter.stop());
+  const auth = (pw: string) => ({ authorization: `Basic ${Buffer.from(`alice:${pw}`).toString('base64')}` });
+  // Prometheus's first scrape: the one bcrypt this credential costs.
+  const before = pollsTotal(parseExposition(await exporter.scrape('/metrics', auth(password))));
+
+  const storm = Array.from({ length: 50 }, (_, i) => fetch(`${exporter.url}/metrics`, { headers: auth(`wrong${i}`) }).then((r) => r.status));
+  const t0 = performance.now();
+  const scraped = await exporter.scrape('/metrics', auth(password));
+  const ms = performance.now() - t0;
+  assert.ok(ms < 1000, `authorized scrape answered in ${ms.toFixed(0)} ms`);
+  assert.match(scraped, /^kerntap_polls_total /m);
+  await waitForPoll(exporter, before + 1, { headers: auth(password), timeoutMs: 3000 });
+  const statuses = await Promise.all(storm);
+  assert.equal(statuses.filter((s) => s === 401 || s === 429).length, 50, `every wrong password refused: ${statuses.join(' ')}`);
+  assert.ok(statuses.includes(429), 'the excess was answered at once with 429');
 });
 
 test('bad web config files fail with one line naming the key', (t) => {

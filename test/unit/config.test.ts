@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { parseConfig, ConfigError } from '../../src/config.js';
 import { parseDuration } from '../../src/duration.js';
 import { cgroup2MountsFromMountinfo } from '../../src/cgroup/mount.js';
-import { negotiateFormat } from '../../src/exporters/prometheus.js';
+import { negotiateFormat } from '../../src/exporters/scrape-format.js';
 import { parseListenAddress } from '../../src/server.js';
 
 test('defaults', () => {

@@ -20,6 +20,11 @@ import { ROOT, requireTool } from '../helpers/env.js';
 import { parseConfig } from '../../src/config.js';
 
 const K8S = path.join(ROOT, 'deploy/kubernetes');
+/**
+ * What both deployments grant: loading and attaching BPF programs, and
+ * switching to an unprivileged uid afterwards, which drops all four.
+ */
+export const DEPLOYED_CAPABILITIES = ['BPF', 'PERFMON', 'SETUID', 'SETGID'];
 const docs = readdirSync(K8S).filter((f) => f.endsWith('.yaml') && f !== 'kustomization.yaml')
   .flatMap((f) => parseAllDocuments(readFileSync(path.join(K8S, f), 'utf8')).map((d) => d.toJS() as { kind: string; metadata: { name: string } }));
 const byKind = (kind: string) => docs.find((d) => d.kind === kind) as never;
@@ -42,7 +47,8 @@ test('the DaemonSet runs with the least privilege kerntap needs, probes and limi
   const pod = ds.spec.template.spec;
   assert.equal(pod.hostPID, true);
   const c = pod.containers[0];
-  assert.deepEqual(c.securityContext.capabilities, { drop: ['ALL'], add: ['BPF', 'PERFMON'] });
+  assert.deepEqual(c.securityContext.capabilities, { drop: ['ALL'], add: DEPLOYED_CAPABILITIES });
+  assert.equal(c.securityContext.runAsUser, 0, 'uid 0: Kubernetes grants added capabilities to uid 0 only');
   assert.equal(c.securityContext.privileged, undefined, 'not privileged');
   assert.equal(c.securityContext.allowPrivilegeEscalation, false);
   assert.equal(c.readinessProbe.httpGet.path, '/healthz');
@@ -64,6 +70,8 @@ test('the shipped kerntap configs are valid and point at what the DaemonSet moun
   assert.ok(config.cgroup.runtime_sockets, 'names on');
   const sockets = Object.values(config.cgroup.runtime_sockets).filter(Boolean);
   assert.deepEqual(sockets, ['/run/containerd/containerd.sock']);
+  assert.equal(config.security.drop_privileges, true);
+  assert.equal(config.security.run_as_gid, 0, 'the root:root 0660 containerd socket stays usable after the drop');
   assert.ok(mounts.has(sockets[0]!), 'the runtime socket is mounted');
   const volumes = (byKind('DaemonSet') as { spec: { template: { spec: { volumes: { name: string; hostPath?: { path: string; type: string } }[] } } } }).spec.template.spec.volumes;
   assert.deepEqual(volumes.find((v) => v.name === mounts.get(sockets[0]!))!.hostPath, { path: '/run/containerd/containerd.sock', type: 'Socket' });
@@ -80,10 +88,10 @@ test('docker-compose config accepts docker-compose.yml', (t) => {
   assert.match(r.stdout, /cap_drop:\s*\n\s*- ALL/);
 });
 
-test('docker-compose.yml: the kerntap service mounts what its config names, with two capabilities', () => {
+test('docker-compose.yml: the kerntap service mounts what its config names, with the deployed capabilities', () => {
   const compose = parseAllDocuments(readFileSync(path.join(ROOT, 'docker-compose.yml'), 'utf8'))[0]!.toJS() as { services: Record<string, any> };
   const k = compose.services.kerntap;
-  assert.deepEqual([k.cap_drop, k.cap_add, k.pid, k.network_mode, k.read_only, k.privileged], [['ALL'], ['BPF', 'PERFMON'], 'host', 'host', true, undefined]);
+  assert.deepEqual([k.cap_drop, k.cap_add, k.pid, k.network_mode, k.read_only, k.privileged], [['ALL'], DEPLOYED_CAPABILITIES, 'host', 'host', true, undefined]);
   const mounts = new Map<string, string>(k.volumes.map((v: string) => { const [src, dst] = v.split(':'); return [dst!, src!]; }));
   const configPath = k.command[k.command.indexOf('--config.file') + 1];
   const config = parseConfig(readFileSync(path.join(ROOT, mounts.get(configPath)!), 'utf8'), 'compose');
@@ -110,7 +118,7 @@ test('the README\'s docker compose and Kubernetes sections say what the files do
     return readme.slice(start, end < 0 ? undefined : end);
   };
   const compose = section('Run with docker compose');
-  for (const fact of ['docker-compose up -d --build', 'cap_drop: [ALL]', 'cap_add: [BPF, PERFMON]', 'pid: host', 'network_mode: host',
+  for (const fact of ['docker-compose up -d --build', 'cap_drop: [ALL]', `cap_add: [${DEPLOYED_CAPABILITIES.join(', ')}]`, 'pid: host', 'network_mode: host',
     '/host/sys/fs/cgroup', '/run/docker.sock', 'deploy/compose/prometheus.yml', 'deploy/compose/otel-collector.yaml', 'http://localhost:3000']) {
     assert.ok(compose.includes(fact), `compose section mentions ${fact}`);
   }

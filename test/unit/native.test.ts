@@ -1,5 +1,5 @@
 /**
- * The native addon (native/kerntap_native.cc) against the real kernel, with
+ * The native addon (native/*.cc) against the real kernel, with
  * the fixture objects from test/fixtures/bpf (built into bpf/out/test by
  * `make -C bpf`):
  *  - per-CPU values summed natively equal the same counters kept with atomics,
@@ -21,11 +21,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { TestContext } from 'node:test';
-import { ROOT, IN_CI, requireBpf, requireTool } from '../helpers/env.js';
+import { ROOT, IN_CI, hasTool, requireBpf, requireTool } from '../helpers/env.js';
+import { waitFor } from '../helpers/wait.js';
 import { loadNative, type BpfObjectHandle, type MapBatch, type NativeBinding, type NativeError, type OpenOptions } from '../../src/bpf/native.js';
 
 const FIXTURE_DIR = path.join(ROOT, 'bpf/out/test');
@@ -41,10 +41,6 @@ const TCP_ESTABLISHED = 1;
 const TCP_LISTEN = 10;
 const RECORD_MARKER = 0x6b746e31;
 const RECORD_SIZE = 16;
-
-function hasTool(tool: string): boolean {
-  return spawnSync('sh', ['-c', `command -v ${tool}`], { stdio: 'ignore' }).status === 0;
-}
 
 /** The addon, or undefined when the test must skip (it fails instead in CI). */
 function setup(t: TestContext): NativeBinding | undefined {
@@ -127,14 +123,27 @@ function progExists(id: number): boolean {
 }
 
 async function waitGone(ids: number[], step?: () => void): Promise<number[]> {
-  const deadline = Date.now() + 5000;
   let left = ids.filter(progExists);
-  while (left.length && Date.now() < deadline) {
+  await waitFor('the programs to be freed', () => {
     step?.();
-    await sleep(50);
     left = left.filter(progExists);
-  }
+    return left.length === 0;
+  }, 5000).catch(() => undefined);
   return left;
+}
+
+/**
+ * Waits until a map stops changing: runs of a program that started before
+ * it was detached or disabled may still be adding to it.
+ */
+async function quiesced(obj: BpfObjectHandle, map: string): Promise<void> {
+  let last = '';
+  await waitFor(`${map} to stop changing`, async () => {
+    const now = String((await obj.readMap(map)).values);
+    const same = now === last;
+    last = now;
+    return same;
+  }, 5000, 20);
 }
 
 /** Counts sched_switch events (rodata and max_entries as given), then stops counting. */
@@ -143,11 +152,9 @@ async function countSwitches(native: NativeBinding, options: OpenOptions) {
   obj.updateElem('percpu_counts', u32(0), u64(0, 0, 0));
   obj.attach();
   obj.updateElem('enabled', u32(0), u64(1));
-  await sleep(100);
   stirAllCpus();
-  await sleep(100);
   obj.updateElem('enabled', u32(0), u64(0));
-  await sleep(100); // let running invocations finish
+  await quiesced(obj, 'percpu_counts');
   return obj;
 }
 
@@ -238,7 +245,7 @@ test('per-CPU multi-word values summed natively equal the same counters kept wit
   const present = stacks.keys.readUInt32LE(0);
   let absent = 0;
   while (ids.has(BigInt(absent))) absent++;
-  assert.equal(obj.deleteKeys('stacks', Buffer.concat([u32(present), u32(absent)])), 1);
+  assert.equal(await obj.deleteKeys('stacks', Buffer.concat([u32(present), u32(absent)])), 1);
   assert.equal((await obj.readMap('stacks')).count, stacks.count - 1);
   obj.close();
 });
@@ -345,6 +352,19 @@ test('readMap and updateElem refuse what they cannot do, as rejections and error
   obj.close();
 });
 
+test('btf() of a loaded object is what objectBtf() reads from the file without loading it', async (t) => {
+  const native = setup(t);
+  if (!native) return;
+  const obj = open(native, 'native_counters', { skipPrograms: ['ktn_bad_attach'] });
+  const btf = obj.btf();
+  assert.deepEqual(btf, native.objectBtf(fixture('native_counters')));
+  assert.deepEqual(btf.maps.big_hash, { key: { kind: 'int', name: 'unsigned long long', size: 8 }, value: btf.maps.big_hash!.value });
+  assert.equal(btf.maps.big_hash!.value!.size, 16);
+  obj.close();
+  assert.throws(() => obj.btf(), (e: NativeError) => e.code === 'EBADF');
+  assert.throws(() => native.objectBtf('/nonexistent.bpf.o'), (e: NativeError) => e.code === 'ENOENT' && e.message.includes('/nonexistent.bpf.o'));
+});
+
 test('deleteKeys deletes what exists and says how many', async (t) => {
   const native = setup(t);
   if (!native) return;
@@ -358,15 +378,15 @@ test('deleteKeys deletes what exists and says how many', async (t) => {
     if (i % 10 === 5) keys.push(1_000_000 + i);
   }
   const buf = u64(...keys);
-  assert.equal(obj.deleteKeys('big_hash', buf), 100);
+  assert.equal(await obj.deleteKeys('big_hash', buf), 100);
   const left = entries(await obj.readMap('big_hash'));
   assert.equal(left.size, 5900);
   for (let i = 0; i < 100; i++) assert.ok(!left.has(BigInt(i * 50)), `key ${i * 50} deleted`);
   assert.deepEqual(left.get(1n), [1n, 1n], 'others kept');
-  assert.equal(obj.deleteKeys('big_hash', buf), 0, 'nothing left to delete');
-  assert.equal(obj.deleteKeys('big_hash', Buffer.alloc(0)), 0);
-  assert.throws(() => obj.deleteKeys('big_hash', Buffer.alloc(12)), (e: NativeError) => e.code === 'EINVAL');
-  assert.throws(() => obj.deleteKeys('pc_array', u32(1)), (e: NativeError) => e.code === 'EINVAL', 'arrays cannot delete');
+  assert.equal(await obj.deleteKeys('big_hash', buf), 0, 'nothing left to delete');
+  assert.equal(await obj.deleteKeys('big_hash', Buffer.alloc(0)), 0);
+  await assert.rejects(obj.deleteKeys('big_hash', Buffer.alloc(12)), (e: NativeError) => e.code === 'EINVAL');
+  await assert.rejects(obj.deleteKeys('pc_array', u32(1)), (e: NativeError) => e.code === 'EINVAL', 'arrays cannot delete');
   obj.close();
 });
 
@@ -461,10 +481,9 @@ test('an attach failure is EATTACH naming the program, and leaves nothing attach
     return true;
   });
   // ktn_count, attached first, may have run until the failure detached it again.
-  await sleep(50);
+  await quiesced(obj, 'atomic_counts');
   const before = word(await obj.readMap('atomic_counts'), 0, 0);
   stirAllCpus();
-  await sleep(50);
   assert.equal(word(await obj.readMap('atomic_counts'), 0, 0), before, 'ktn_count was detached again');
   obj.close();
 });

@@ -1,7 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseKeyValues, resolveOtlpSettings } from '../../src/exporters/otlp-settings.js';
-import { SnapshotProducer } from '../../src/exporters/otlp.js';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { SnapshotProducer, startOtlp } from '../../src/exporters/otlp.js';
 import { defineMetric } from '../../src/model/metric.js';
 import { emptyHistogram, SLOT0_EXP, type HistogramValue } from '../../src/model/histogram.js';
 import type { Snapshot } from '../../src/model/snapshot.js';
@@ -29,6 +31,18 @@ test('settings: file first, then OTEL_* variables, then defaults', () => {
   assert.equal(f.url, 'http://x:1/custom', 'a metrics endpoint is used as given');
   assert.equal(f.temporality, 'cumulative');
   assert.equal(f.histogram, 'exponential');
+});
+
+test('gRPC settings: the base endpoint as it is, headers checked as metadata', () => {
+  const g = resolveOtlpSettings({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'https://collector:4317', OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: 'grpc', OTEL_EXPORTER_OTLP_HEADERS: 'Authorization=Api-Token%20x' })!;
+  assert.equal(g.protocol, 'grpc');
+  assert.equal(g.url, 'https://collector:4317', 'no /v1/metrics: gRPC names the service, not a path');
+  assert.deepEqual(g.headers, { Authorization: 'Api-Token x' });
+  assert.equal(resolveOtlpSettings({ endpoint: 'http://c:4317/', protocol: 'grpc' }, {})!.url, 'http://c:4317/');
+  assert.throws(() => resolveOtlpSettings({ endpoint: 'http://c:4317/v1/metrics', protocol: 'grpc' }, {}), /^ConfigError: config key otlp.endpoint: a gRPC endpoint is scheme:\/\/host:port, without a path \(got \/v1\/metrics\)$/);
+  assert.throws(() => resolveOtlpSettings({ endpoint: 'http://c:4317', protocol: 'grpc', headers: { 'x-id-bin': 'a' } }, {}), /OTLP header "x-id-bin": not a gRPC metadata key/);
+  assert.throws(() => resolveOtlpSettings({ endpoint: 'http://c:4317', protocol: 'grpc', headers: { 'x-id': 'caf\u00e9-secret' } }, {}), (e: Error) => !e.message.includes('secret') && /printable ASCII/.test(e.message));
+  assert.equal(resolveOtlpSettings({}, { OTEL_EXPORTER_OTLP_ENDPOINT: 'http://c:4318' })!.protocol, 'http/protobuf', 'the default stays http/protobuf');
 });
 
 test('resource attributes: OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME, then the file', () => {
@@ -136,4 +150,27 @@ test('delta histograms: per-bucket differences; a bucket that went down counts a
   assert.deepEqual(await next(), { start: 2000, counts: [0, 0, 0, 0, 0, 1, 2, 0], count: 3, sum: 10 });
   current = histSnap(4000, histOfPowers([0, 2]));
   assert.deepEqual(await next(), { start: 3000, counts: [0, 0, 0, 0, 1, 0, 1, 0], count: 2, sum: 5 }, 'never negative counts');
+});
+
+test('headers over plain http:// get one warning line naming them, never their values', async () => {
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino({ level: 'info' }, new Writable({
+    write(chunk: Buffer, _enc, done) {
+      for (const l of chunk.toString().split('\n')) if (l) lines.push(JSON.parse(l));
+      done();
+    },
+  }));
+  const start = async (endpoint: string, headers: Record<string, string>) => {
+    lines.length = 0;
+    const otlp = await startOtlp(resolveOtlpSettings({ endpoint, headers, interval: 3_600_000 }, {})!, () => ({ seq: 0, timeMs: 0, families: [] }), 't', log);
+    await otlp.shutdown(100);
+    return lines.filter((l) => l.level === 40);
+  };
+  const secret = 'Api-Token dt0c01.SECRET';
+  const warned = await start('http://collector.example:4318/v1/metrics', { Authorization: secret });
+  assert.equal(warned.length, 1);
+  assert.match(warned[0]!.msg, /^OTLP sends header Authorization over plain http:\/\/ to collector\.example:4318: .*use an https:\/\/ endpoint$/);
+  assert.ok(!JSON.stringify(lines).includes('SECRET'), 'the value is never logged');
+  assert.deepEqual(await start('https://collector.example:4318/v1/metrics', { Authorization: secret }), [], 'https: no warning');
+  assert.deepEqual(await start('http://collector.example:4318/v1/metrics', {}), [], 'no headers: no warning');
 });

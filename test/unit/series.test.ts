@@ -1,8 +1,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SeriesTracker, OVERFLOW_LABEL } from '../../src/series.js';
+import { SeriesTracker, OVERFLOW_LABEL, FORGET_AFTER_MISSED_POLLS } from '../../src/series.js';
 import { defineMetric } from '../../src/model/metric.js';
-import { numberFamily } from '../../src/model/snapshot.js';
+import { numberFamily, type HistogramPoint, type RawFamily } from '../../src/model/snapshot.js';
+import { emptyHistogram, type HistogramValue } from '../../src/model/histogram.js';
 import { sanitizeLabelValue, decodeCString } from '../../src/labels.js';
 
 const counter = defineMetric({ name: 'kerntap.test.c', kind: 'counter', unit: 's', help: 'h', labels: ['cgroup'] });
@@ -45,4 +46,48 @@ test('hostile label values become valid, bounded UTF-8', () => {
   assert.ok(Buffer.byteLength(long) <= 64, 'cut to the byte limit');
   assert.ok(long.endsWith('…'));
   assert.equal(decodeCString(Uint8Array.from([0x66, 0xff, 0x6f, 0, 0x78])), 'f\uFFFDo');
+});
+
+const histDef = defineMetric({ name: 'kerntap.test.h', kind: 'histogram', unit: 's', help: 'h', labels: ['cgroup'], range: { minExp: -10, maxExp: 3 } });
+const hist = (count: number) => {
+  const h = emptyHistogram();
+  h.slots[3] = count;
+  h.count = count;
+  h.sum = count * 1e-6;
+  return h;
+};
+const histFamily = (points: { labels: string[]; hist: HistogramValue; identity?: string }[]): RawFamily => ({ def: histDef, kind: 'histogram', points });
+
+test('a series absent from one poll keeps its start time; one gone for many polls starts afresh', () => {
+  const t = tracker();
+  const at = (ms: number, present: boolean) =>
+    t.track([numberFamily(counter, present ? [{ labels: ['/a'], value: 5, identity: '1' }] : [])], ms);
+  at(2000, true);
+  at(3000, false);
+  let f = at(4000, true);
+  assert.equal(f[0]!.points[0]!.startMs, 1000, 'one missed poll is no reset');
+  for (let ms = 5000; ms < 5000 + FORGET_AFTER_MISSED_POLLS * 1000; ms += 1000) at(ms, false);
+  f = at(20_000, true);
+  assert.equal(f[0]!.points[0]!.startMs, 20_000, 'forgotten, then new');
+});
+
+test('a cumulative histogram never goes down under one start time', () => {
+  const t = tracker();
+  t.track([histFamily([{ labels: ['/a'], hist: hist(10), identity: '1' }])], 2000);
+  const f = t.track([histFamily([{ labels: ['/a'], hist: hist(7), identity: '1' }])], 3000);
+  const p = f[0]!.points[0] as HistogramPoint;
+  assert.equal(p.startMs, 1000);
+  assert.equal(p.hist.count, 10, 'held at the last histogram');
+  assert.equal(p.hist.slots[3], 10);
+});
+
+test('the ~overflow histogram restarts when its members leave (a drop is a reset there)', () => {
+  const t = tracker(2);
+  const members = (n: number) => Array.from({ length: n }, (_, i) => ({ labels: [`/c${i}`], hist: hist(10), identity: String(i) }));
+  let f = t.track([histFamily(members(4))], 2000);
+  const overflow = () => (f[0]!.points as HistogramPoint[]).find((p) => p.labels[0] === OVERFLOW_LABEL)!;
+  assert.equal(overflow().hist.count, 30);
+  f = t.track([histFamily(members(3))], 3000);
+  assert.equal(overflow().hist.count, 20, 'the sum of the members left');
+  assert.equal(overflow().startMs, 3000, 'with a new start time');
 });

@@ -3,14 +3,20 @@
  * as bpf/tcp.bpf.c lays them out: labels (v4-mapped peers, folded ports,
  * overflow and no-socket keys), failure reasons, histogram kinds, hostile
  * process names, per-connection top-N, flow TTL, dead cgroups, and its
- * configuration (rodata, map sizes, one-line errors).
+ * configuration (rodata, map sizes, one-line errors), and its layouts: every
+ * buffer here is laid out through src/bpf/layout.ts from the BTF of the real
+ * bpf/out/tcp.bpf.o (read without loading it), and a fixture object with
+ * the same structs in another member order decodes the same.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdtempSync, mkdirSync, rmdirSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { tcp, formatAddress } from '../../src/collectors/tcp.js';
+import { tcp, formatAddress, tcpLayouts, type TcpLayouts } from '../../src/collectors/tcp.js';
+import { encode, LayoutError, toWords, type ObjectBtf } from '../../src/bpf/layout.js';
+import { loadNative } from '../../src/bpf/native.js';
+import { ROOT } from '../helpers/env.js';
 import { CgroupResolver } from '../../src/cgroup/resolver.js';
 import { parseConfig, ConfigError } from '../../src/config.js';
 import { HIST_WORDS } from '../../src/model/histogram.js';
@@ -19,9 +25,8 @@ import type { CollectorContext } from '../../src/collectors/types.js';
 import type { RawFamily, RawHistogramPoint, RawNumberPoint } from '../../src/model/snapshot.js';
 
 const OVERFLOW_ID = 0xffff_ffff_ffff_ffffn;
-const CLIENT = 1;
-const SERVER = 2;
-const FLOW_WORDS = 12;
+const objectBtf = (file: string) => loadNative().objectBtf(path.join(ROOT, 'bpf/out', file));
+const REAL_BTF = objectBtf('tcp.bpf.o');
 
 function v4(addr: string): Buffer {
   return Buffer.from([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, ...addr.split('.').map(Number)]);
@@ -33,24 +38,10 @@ function v6(groups: number[]): Buffer {
   return b;
 }
 
-/** struct flow_key: cgroup_id, peer[16], server_port, role, pad[5]. */
-function flowKey(cgroupId: bigint, peer: Buffer, port: number, role: number): Buffer {
-  const k = Buffer.alloc(32);
-  k.writeBigUInt64LE(cgroupId, 0);
-  peer.copy(k, 8);
-  k.writeUInt16LE(port, 24);
-  k.writeUInt8(role, 26);
-  return k;
-}
-
-interface FlowVal { sent?: number; received?: number; retrans?: number; active?: number; resetsSent?: number; resetsReceived?: number; synRetrans?: number; failed?: number[] }
-
-/** struct flow_val, as summed over CPUs (active in two's complement). */
-function flowWords(v: FlowVal): bigint[] {
-  const failed = v.failed ?? [0, 0, 0, 0, 0];
-  return [v.sent ?? 0, v.received ?? 0, v.retrans ?? 0, 0, v.resetsSent ?? 0, v.resetsReceived ?? 0, v.synRetrans ?? 0, ...failed]
-    .map((x, i) => (i === 3 ? BigInt.asUintN(64, BigInt(v.active ?? 0)) : BigInt(x)));
-}
+interface FlowVal { sent?: number; received?: number; retrans?: number; active?: number; resetsSent?: number; resetsReceived?: number; synRetrans?: number; failed?: Partial<Record<Reason, number>> }
+type Reason = 'refused' | 'timeout' | 'reset' | 'unreachable' | 'other';
+const REASON_ENUM: Record<Reason, string> = { refused: 'FAIL_REFUSED', timeout: 'FAIL_TIMEOUT', reset: 'FAIL_RESET', unreachable: 'FAIL_UNREACHABLE', other: 'FAIL_OTHER' };
+interface SocketRecord { cgroupId: bigint; acked?: number; received?: number; local: Buffer; peer?: Buffer; localPort: number; peerPort?: number; state: number; role?: 'client' | 'server'; comm: Buffer }
 
 function batch(keySize: number, valueWords: number, entries: [Buffer, bigint[]][]): MapBatch {
   return {
@@ -62,34 +53,43 @@ function batch(keySize: number, valueWords: number, entries: [Buffer, bigint[]][
   };
 }
 
-/** struct hist_key + struct kt_hist with `count` observations of `ns` in slot `slot`. */
-function histEntry(cgroupId: bigint, kind: number, slot: number, count: number, ns: number): [Buffer, bigint[]] {
-  const k = Buffer.alloc(16);
-  k.writeBigUInt64LE(cgroupId, 0);
-  k.writeUInt32LE(kind, 8);
-  const words = new Array<bigint>(HIST_WORDS).fill(0n);
-  words[slot] = BigInt(count);
-  words[HIST_WORDS - 1] = BigInt(count * ns);
-  return [k, words];
+/** Map contents and iterator records as an object with these layouts (and its enum values) holds them. */
+function fixturesFor(btf: ObjectBtf) {
+  const L: TcpLayouts = tcpLayouts(btf);
+  const roleValue = (role: 'client' | 'server' | 'unknown') => btf.enums.role![`ROLE_${role.toUpperCase()}`]!;
+  const histKind = (name: string) => btf.enums.hist_kind![name] ?? 99;
+  return {
+    L,
+    roleValue,
+    flowKey: (cgroupId: bigint, peer: Buffer, port: number, role: 'client' | 'server' | 'unknown') =>
+      encode(L.flowKey, { cgroup_id: cgroupId, peer, server_port: port, role: roleValue(role) }),
+    /** struct flow_val, as summed over CPUs (active in two's complement). */
+    flowWords: (v: FlowVal): bigint[] => {
+      const failed = new Array<number>(L.flowVal.length.failed).fill(0);
+      for (const [reason, n] of Object.entries(v.failed ?? {})) failed[btf.enums.failure![REASON_ENUM[reason as Reason]]!] = n;
+      return toWords(encode(L.flowVal, {
+        sent: v.sent ?? 0, received: v.received ?? 0, retrans: v.retrans ?? 0, active: BigInt(v.active ?? 0), resets_sent: v.resetsSent ?? 0,
+        resets_received: v.resetsReceived ?? 0, syn_retrans: v.synRetrans ?? 0, failed,
+      }));
+    },
+    flows: (entries: [Buffer, bigint[]][]) => batch(L.flowKey.size, L.flowWords, entries),
+    hists: (entries: [Buffer, bigint[]][]) => batch(L.histKey.size, HIST_WORDS, entries),
+    /** struct hist_key + struct kt_hist with `count` observations of `ns` in slot `slot`. */
+    histEntry: (cgroupId: bigint, kind: string, slot: number, count: number, ns: number): [Buffer, bigint[]] => {
+      const words = new Array<bigint>(HIST_WORDS).fill(0n);
+      words[slot] = BigInt(count);
+      words[HIST_WORDS - 1] = BigInt(count * ns);
+      return [encode(L.histKey, { cgroup_id: cgroupId, kind: histKind(kind) }), words];
+    },
+    /** struct socket_record, as the iter/tcp program writes it. */
+    socketRecord: (r: SocketRecord) => encode(L.record, {
+      cgroup_id: r.cgroupId, bytes_acked: r.acked ?? 0, bytes_received: r.received ?? 0, local: r.local, peer: r.peer ?? Buffer.alloc(16),
+      local_port: r.localPort, peer_port: r.peerPort ?? 0, state: r.state, role: roleValue(r.role ?? 'unknown'), comm: r.comm,
+    }),
+  };
 }
 
-interface SocketRecord { cgroupId: bigint; acked?: number; received?: number; local: Buffer; peer?: Buffer; localPort: number; peerPort?: number; state: number; role?: number; comm: Buffer }
-
-/** struct socket_record (80 bytes), as the iter/tcp program writes it. */
-function socketRecord(r: SocketRecord): Buffer {
-  const b = Buffer.alloc(80);
-  b.writeBigUInt64LE(r.cgroupId, 0);
-  b.writeBigUInt64LE(BigInt(r.acked ?? 0), 8);
-  b.writeBigUInt64LE(BigInt(r.received ?? 0), 16);
-  r.local.copy(b, 24);
-  r.peer?.copy(b, 40);
-  b.writeUInt16LE(r.localPort, 56);
-  b.writeUInt16LE(r.peerPort ?? 0, 58);
-  b.writeUInt8(r.state, 60);
-  b.writeUInt8(r.role ?? 0, 61);
-  r.comm.subarray(0, 16).copy(b, 64);
-  return b;
-}
+const { L, flowKey, flowWords, flows, hists, histEntry, socketRecord } = fixturesFor(REAL_BTF);
 
 /** A BPF object that serves fixtures and records what the collector did. */
 class FakeObject implements BpfObjectHandle {
@@ -98,7 +98,9 @@ class FakeObject implements BpfObjectHandle {
   readonly inserted = new Map<string, Buffer[]>();
   readonly deleted = new Map<string, Buffer[]>();
   /** What readMap returns, by map name. */
-  contents: Record<string, MapBatch> = { flows: batch(32, FLOW_WORDS, []), hists: batch(16, HIST_WORDS, []) };
+  contents: Record<string, MapBatch> = { flows: flows([]), hists: hists([]) };
+  /** The BTF the object describes itself with. */
+  static btfOf: ObjectBtf = REAL_BTF;
   /** What the tcp_sockets iterator writes. */
   sockets = Buffer.alloc(0);
 
@@ -128,7 +130,7 @@ class FakeObject implements BpfObjectHandle {
     this.written.set(key.toString('hex'), Buffer.from(value));
     return true;
   }
-  takeElems(map: string, keys: Buffer): { found: Uint8Array; values: BigUint64Array } {
+  async takeElems(map: string, keys: Buffer): Promise<{ found: Uint8Array; values: BigUint64Array }> {
     const b = this.contents[map]!;
     const words: bigint[] = [];
     const found: number[] = [];
@@ -139,16 +141,17 @@ class FakeObject implements BpfObjectHandle {
       found.push(v ? 1 : 0);
       words.push(...(v ?? new Array<bigint>(b.valueWords).fill(0n)));
     }
-    this.deleteKeys(map, keys);
+    await this.deleteKeys(map, keys);
     return { found: Uint8Array.from(found), values: BigUint64Array.from(words) };
   }
-  deleteKeys(map: string, keys: Buffer): number {
+  async deleteKeys(map: string, keys: Buffer): Promise<number> {
     const size = this.contents[map]!.keySize;
     const list: Buffer[] = [];
     for (let off = 0; off < keys.length; off += size) list.push(Buffer.from(keys.subarray(off, off + size)));
     this.deleted.set(map, [...(this.deleted.get(map) ?? []), ...list]);
     return list.length;
   }
+  btf(): ObjectBtf { return FakeObject.btfOf; }
   close(): void {}
 }
 
@@ -208,8 +211,8 @@ test('start: config reaches the kernel as rodata and map sizes; overflow keys ex
   assert.equal(obj.options.rodata!.sk_storage_ok!.readUInt32LE(), 1, 'socket storage first');
   assert.deepEqual(obj.options.maxEntries, { flows: 102, hists: 51, sock_table: 1 }, 'room for the reserved keys');
   assert.deepEqual(obj.calls, ['updateElem flows', 'updateElem hists', 'attach']);
-  assert.equal(obj.inserted.get('flows')![0]!.readBigUInt64LE(0), OVERFLOW_ID);
-  assert.equal(obj.inserted.get('hists')![0]!.readBigUInt64LE(0), OVERFLOW_ID);
+  assert.equal(obj.inserted.get('flows')![0]!.readBigUInt64LE(L.flowKey.offset.cgroup_id), OVERFLOW_ID);
+  assert.equal(obj.inserted.get('hists')![0]!.readBigUInt64LE(L.histKey.offset.cgroup_id), OVERFLOW_ID);
 });
 
 test('collect: iter/tcp runs before the maps are read, so quiet connections are current', async () => {
@@ -224,12 +227,12 @@ test('collect: iter/tcp runs before the maps are read, so quiet connections are 
 test('collect: flows become cgroup × role × peer × port series; failures by reason; resets per cgroup and direction', async () => {
   const { ids, resolver } = cgroupTree(['web', 'db']);
   const { instance, obj } = await start({}, resolver);
-  obj.contents.flows = batch(32, FLOW_WORDS, [
-    [flowKey(ids.web!, v4('10.0.0.7'), 5432, CLIENT), flowWords({ sent: 1000, received: 2000, retrans: 3, active: 2, resetsReceived: 1, failed: [4, 1, 0, 2, 0] })],
-    [flowKey(ids.web!, v4('10.0.0.9'), 0, SERVER), flowWords({ sent: 7, received: 8, active: -1, resetsSent: 2 })],
-    [flowKey(ids.db!, v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), 443, CLIENT), flowWords({ sent: 5, resetsSent: 1 })],
-    [flowKey(0n, Buffer.alloc(16), 0, 0), flowWords({ resetsSent: 6 })],
-    [flowKey(OVERFLOW_ID, Buffer.alloc(16), 0, 0), flowWords({ sent: 11, received: 12 })],
+  obj.contents.flows = flows([
+    [flowKey(ids.web!, v4('10.0.0.7'), 5432, 'client'), flowWords({ sent: 1000, received: 2000, retrans: 3, active: 2, resetsReceived: 1, failed: { refused: 4, timeout: 1, unreachable: 2 } })],
+    [flowKey(ids.web!, v4('10.0.0.9'), 0, 'server'), flowWords({ sent: 7, received: 8, active: -1, resetsSent: 2 })],
+    [flowKey(ids.db!, v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), 443, 'client'), flowWords({ sent: 5, resetsSent: 1 })],
+    [flowKey(0n, Buffer.alloc(16), 0, 'unknown'), flowWords({ resetsSent: 6 })],
+    [flowKey(OVERFLOW_ID, Buffer.alloc(16), 0, 'unknown'), flowWords({ sent: 11, received: 12 })],
   ]);
   const f = await instance.collect(0);
 
@@ -262,13 +265,13 @@ test('collect: flows become cgroup × role × peer × port series; failures by r
 test('collect: histogram kinds map to the four histograms; lifetime carries the role', async () => {
   const { ids, resolver } = cgroupTree(['web']);
   const { instance, obj } = await start({}, resolver);
-  obj.contents.hists = batch(16, HIST_WORDS, [
-    histEntry(ids.web!, 0, 10, 5, 500_000), // rtt
-    histEntry(ids.web!, 1, 12, 2, 2_000_000), // connect
-    histEntry(ids.web!, 2, 11, 3, 900_000), // handshake
-    histEntry(ids.web!, 3, 30, 1, 3e9), // lifetime, client
-    histEntry(ids.web!, 4, 31, 4, 5e9), // lifetime, server
-    histEntry(ids.web!, 9, 1, 1, 1), // unknown kind: ignored
+  obj.contents.hists = hists([
+    histEntry(ids.web!, 'HIST_RTT', 10, 5, 500_000),
+    histEntry(ids.web!, 'HIST_CONNECT', 12, 2, 2_000_000),
+    histEntry(ids.web!, 'HIST_HANDSHAKE', 11, 3, 900_000),
+    histEntry(ids.web!, 'HIST_LIFETIME_CLIENT', 30, 1, 3e9),
+    histEntry(ids.web!, 'HIST_LIFETIME_SERVER', 31, 4, 5e9),
+    histEntry(ids.web!, 'no such kind', 1, 1, 1), // unknown kind: ignored
   ]);
   const f = await instance.collect(0);
   const hist = (name: string) => (family(f, name).points as RawHistogramPoint[]).map((p) => [p.labels.join('|'), p.hist.count, p.hist.sum]);
@@ -304,14 +307,14 @@ test('collect: listeners by cgroup, comm and port, with hostile process names de
 test('per-connection mode: top-N live connections by bytes, the rest summed in one overflow series', async () => {
   const { ids, resolver } = cgroupTree(['web']);
   const { instance, obj } = await start({ per_connection: { enabled: true, top_n: 2 } }, resolver);
-  const conn = (port: number, acked: number, received: number, role: number) => socketRecord({
+  const conn = (port: number, acked: number, received: number, role: 'client' | 'server') => socketRecord({
     cgroupId: ids.web!, acked, received, local: v4('10.0.0.1'), localPort: port, peer: v4('10.0.0.2'), peerPort: 443, state: 1, role, comm: Buffer.from('curl\0'),
   });
   obj.sockets = Buffer.concat([
-    conn(40001, 101, 1, CLIENT), // an active open's bytes_acked counts the SYN
-    conn(40002, 5001, 5000, CLIENT),
-    conn(40003, 30, 40, SERVER),
-    conn(40004, 1000, 0, SERVER),
+    conn(40001, 101, 1, 'client'), // an active open's bytes_acked counts the SYN
+    conn(40002, 5001, 5000, 'client'),
+    conn(40003, 30, 40, 'server'),
+    conn(40004, 1000, 0, 'server'),
   ]);
   const f = await instance.collect(0);
   assert.deepEqual([...points(f, 'kerntap.tcp.connection.sent')], [
@@ -329,9 +332,9 @@ test('per-connection mode: top-N live connections by bytes, the rest summed in o
 test('flow TTL: closed flows idle past the TTL are freed in the kernel; flows with open connections stay', async () => {
   const { ids, resolver } = cgroupTree(['web']);
   const { instance, obj } = await start({ flow_ttl: '30s' }, resolver);
-  const closed = flowKey(ids.web!, v4('10.0.0.7'), 80, CLIENT);
-  const open = flowKey(ids.web!, v4('10.0.0.8'), 80, CLIENT);
-  obj.contents.flows = batch(32, FLOW_WORDS, [[closed, flowWords({ sent: 10 })], [open, flowWords({ sent: 20, active: 1 })]]);
+  const closed = flowKey(ids.web!, v4('10.0.0.7'), 80, 'client');
+  const open = flowKey(ids.web!, v4('10.0.0.8'), 80, 'client');
+  obj.contents.flows = flows([[closed, flowWords({ sent: 10 })], [open, flowWords({ sent: 20, active: 1 })]]);
   const sentAt = async (ms: number) => [...points(await instance.collect(ms), 'kerntap.tcp.sent').keys()];
   assert.equal((await sentAt(0)).length, 2);
   assert.equal((await sentAt(29_000)).length, 2, 'within the TTL');
@@ -340,32 +343,31 @@ test('flow TTL: closed flows idle past the TTL are freed in the kernel; flows wi
   assert.deepEqual(obj.deleted.get('flows'), [closed], 'and its kernel entry is freed');
 });
 
-test('flow TTL: an event that races the expiry is not lost (the flow goes back in)', async () => {
+/** A closed flow polled once, then past its TTL while a connection opened and sent 5 bytes between the poll's read and the take. */
+async function racedExpiry(recreated: boolean) {
   const { ids, resolver } = cgroupTree(['web']);
   const { instance, obj } = await start({ flow_ttl: '30s' }, resolver);
-  const key = flowKey(ids.web!, v4('10.0.0.7'), 80, CLIENT);
-  obj.contents.flows = batch(32, FLOW_WORDS, [[key, flowWords({ sent: 10 })]]);
+  const key = flowKey(ids.web!, v4('10.0.0.7'), 80, 'client');
+  obj.contents.flows = flows([[key, flowWords({ sent: 10 })]]);
   await instance.collect(0);
-  // Between the poll's read and the take, a connection opened and sent 5 bytes.
   obj.takeOverride.set(key.toString('hex'), flowWords({ sent: 15, active: 1 }));
+  if (recreated) obj.recreated.add(key.toString('hex'));
   await instance.collect(31_000);
+  return { instance, obj, key };
+}
+
+test('flow TTL: an event that races the expiry is not lost (the flow goes back in)', async () => {
+  const { obj, key } = await racedExpiry(false);
   const back = obj.written.get(key.toString('hex'));
   assert.ok(back, 'the flow is written back');
-  assert.equal(back.readBigUInt64LE(0), 15n, 'with the raced bytes');
-  assert.equal(back.readBigUInt64LE(3 * 8), 1n, 'and the raced +1 active');
+  assert.equal(back.readBigUInt64LE(L.flowVal.offset.sent), 15n, 'with the raced bytes');
+  assert.equal(back.readBigUInt64LE(L.flowVal.offset.active), 1n, 'and the raced +1 active');
 });
 
 test('flow TTL: when the kernel re-created the raced key, the taken values are carried in userspace', async () => {
-  const { ids, resolver } = cgroupTree(['web']);
-  const { instance, obj } = await start({ flow_ttl: '30s' }, resolver);
-  const key = flowKey(ids.web!, v4('10.0.0.7'), 80, CLIENT);
-  obj.contents.flows = batch(32, FLOW_WORDS, [[key, flowWords({ sent: 10 })]]);
-  await instance.collect(0);
-  obj.takeOverride.set(key.toString('hex'), flowWords({ sent: 15, active: 1 }));
-  obj.recreated.add(key.toString('hex'));
-  await instance.collect(31_000);
+  const { instance, obj, key } = await racedExpiry(true);
   // The kernel's new entry has what came after the take: 7 bytes, the connection closed.
-  obj.contents.flows = batch(32, FLOW_WORDS, [[key, flowWords({ sent: 7, active: -1 })]]);
+  obj.contents.flows = flows([[key, flowWords({ sent: 7, active: -1 })]]);
   const f = await instance.collect(32_000);
   assert.deepEqual([...points(f, 'kerntap.tcp.sent')], [['/web|client|10.0.0.7|80', 22]]);
   assert.deepEqual([...points(f, 'kerntap.tcp.connections.active')], [['/web|client|10.0.0.7|80', 0]]);
@@ -374,13 +376,13 @@ test('flow TTL: when the kernel re-created the raced key, the taken values are c
 test('dead cgroups: their entries are no longer reported and are freed after cgroup.ttl', async () => {
   const tree = cgroupTree(['live', 'dead']);
   const { instance, obj } = await start({}, tree.resolver);
-  const deadFlow = flowKey(tree.ids.dead!, v4('10.0.0.7'), 80, CLIENT);
-  obj.contents.flows = batch(32, FLOW_WORDS, [
-    [flowKey(tree.ids.live!, v4('10.0.0.7'), 80, CLIENT), flowWords({ sent: 1 })],
+  const deadFlow = flowKey(tree.ids.dead!, v4('10.0.0.7'), 80, 'client');
+  obj.contents.flows = flows([
+    [flowKey(tree.ids.live!, v4('10.0.0.7'), 80, 'client'), flowWords({ sent: 1 })],
     [deadFlow, flowWords({ sent: 2 })],
   ]);
-  const deadHist = histEntry(tree.ids.dead!, 0, 10, 1, 1000);
-  obj.contents.hists = batch(16, HIST_WORDS, [deadHist]);
+  const deadHist = histEntry(tree.ids.dead!, 'HIST_RTT', 10, 1, 1000);
+  obj.contents.hists = hists([deadHist]);
   rmdirSync(path.join(tree.root, 'dead'));
   tree.resolver.walk();
   let f = await instance.collect(tree.now());
@@ -392,6 +394,79 @@ test('dead cgroups: their entries are no longer reported and are freed after cgr
   assert.equal(family(f, 'kerntap.tcp.rtt').points.length, 0);
   assert.deepEqual(obj.deleted.get('flows'), [deadFlow]);
   assert.deepEqual(obj.deleted.get('hists'), [deadHist[0]]);
+});
+
+/** One poll over every kind of entry, through the layouts of `btf`: what the collector reports, without identities (cgroup ids differ per run). */
+async function pollThrough(btf: ObjectBtf) {
+  const fx = fixturesFor(btf);
+  FakeObject.btfOf = btf;
+  try {
+    const { ids, resolver } = cgroupTree(['web']);
+    const { instance, obj } = await start({ per_connection: { enabled: true } }, resolver);
+    obj.contents.flows = fx.flows([
+      [fx.flowKey(ids.web!, v4('10.0.0.7'), 5432, 'client'), fx.flowWords({
+        sent: 1000, received: 2000, retrans: 3, active: 2, resetsSent: 1, resetsReceived: 4, synRetrans: 5,
+        failed: { refused: 4, timeout: 1, reset: 6, unreachable: 2, other: 7 },
+      })],
+      [fx.flowKey(ids.web!, v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), 0, 'server'), fx.flowWords({ sent: 7, active: -1 })],
+    ]);
+    obj.contents.hists = fx.hists(['HIST_RTT', 'HIST_CONNECT', 'HIST_HANDSHAKE', 'HIST_LIFETIME_CLIENT', 'HIST_LIFETIME_SERVER']
+      .map((kind, i) => fx.histEntry(ids.web!, kind, 10 + i, i + 1, 1000 * (i + 1))));
+    obj.sockets = Buffer.concat([
+      fx.socketRecord({ cgroupId: ids.web!, local: v4('0.0.0.0'), localPort: 80, state: 10, comm: Buffer.from('nginx\0') }),
+      fx.socketRecord({ cgroupId: ids.web!, acked: 101, received: 50, local: v4('10.0.0.1'), localPort: 40001, peer: v4('10.0.0.2'), peerPort: 443, state: 1, role: 'client', comm: Buffer.from('curl\0') }),
+    ]);
+    const families = (await instance.collect(0)).map((f) => ({
+      name: f.def.name,
+      points: (f.points as (RawNumberPoint | RawHistogramPoint)[]).map((p) => ({ labels: p.labels, value: 'hist' in p ? [p.hist.count, p.hist.sum] : p.value })),
+    }));
+    return { families, dropSlots: instance.dropSlots, layouts: fx.L };
+  } finally {
+    FakeObject.btfOf = REAL_BTF;
+  }
+}
+
+test('layouts: the same structs and enums in another order decode the same (offsets and values from BTF)', async () => {
+  const real = await pollThrough(REAL_BTF);
+  const reordered = await pollThrough(objectBtf('test/layout_reordered.bpf.o'));
+  assert.notEqual(reordered.layouts.flowKey.offset.cgroup_id, real.layouts.flowKey.offset.cgroup_id, 'the fixture really is reordered');
+  assert.notEqual(reordered.layouts.record.offset.comm, real.layouts.record.offset.comm);
+  assert.deepEqual(reordered.families, real.families);
+  const sent = real.families.find((f) => f.name === 'kerntap.tcp.sent')!.points;
+  assert.deepEqual(sent, [{ labels: ['/web', 'client', '10.0.0.7', '5432'], value: 1000 }, { labels: ['/web', 'server', '2001:db8::1', 'ephemeral'], value: 7 }]);
+  assert.equal(real.families.find((f) => f.name === 'kerntap.tcp.connects.failed')!.points.length, 5, 'every reason');
+  assert.deepEqual(real.families.find((f) => f.name === 'kerntap.tcp.connection.sent')!.points[0]!.value, 100, 'the client role from the record');
+  assert.deepEqual(reordered.dropSlots, [{ slot: 1, map: 'flows' }, { slot: 2, map: 'hists' }, { slot: 0, map: 'sock_states' }], 'drop slots from enum drop_slot');
+});
+
+test('layouts: a member the collector reads that the object lacks fails the start with one line naming it', async () => {
+  const { resolver } = cgroupTree([]);
+  FakeObject.btfOf = objectBtf('test/layout_missing.bpf.o');
+  try {
+    await assert.rejects(start({}, resolver), (err: unknown) => {
+      assert.ok(err instanceof LayoutError);
+      assert.equal(err.message, 'collector tcp: map flows key in tcp.bpf.o (struct flow_key): no member role');
+      return true;
+    });
+    assert.ok(!FakeObject.last.calls.includes('attach'), 'nothing attached');
+  } finally {
+    FakeObject.btfOf = REAL_BTF;
+  }
+});
+
+test('layouts: a member of another size, and enumerators missing or unknown, are errors too', () => {
+  const changed = (edit: (btf: ObjectBtf) => void) => {
+    const btf = structuredClone(REAL_BTF);
+    edit(btf);
+    return () => tcpLayouts(btf);
+  };
+  assert.throws(changed((b) => { b.maps.flows!.key!.members!.find((m) => m.name === 'server_port')!.type.size = 4; }),
+    { message: 'collector tcp: map flows key in tcp.bpf.o (struct flow_key): member server_port is 4 bytes, expected 2' });
+  assert.throws(changed((b) => { b.maps.flows!.value!.members!.find((m) => m.name === 'failed')!.type.length = 4; }),
+    { message: 'collector tcp: map flows value in tcp.bpf.o (struct flow_val): member failed has 4 elements, expected 5' });
+  assert.throws(changed((b) => { delete b.enums.failure!.FAIL_RESET; }), { message: 'collector tcp: enum failure in tcp.bpf.o: no enumerator FAIL_RESET' });
+  assert.throws(changed((b) => { b.enums.hist_kind!.HIST_NEW = 5; }), { message: 'collector tcp: enum hist_kind in tcp.bpf.o: enumerator HIST_NEW unknown to the collector' });
+  assert.throws(changed((b) => { delete b.globals.kt_layouts; }), { message: 'collector tcp: kt_layouts.socket_record in tcp.bpf.o: no such global variable' });
 });
 
 test('config errors name collectors.tcp.<key>, in one line', () => {
