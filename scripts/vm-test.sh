@@ -170,9 +170,16 @@ EOF
   local t0=$SECONDS rc=0
   # mitigations=off: the speculation workarounds (call thunks, retpolines)
   # cost several times over under TCG and change nothing kerntap depends on.
-  PATH=$VM/venv/bin:$VM/virtiofsd/bin:$PATH timeout --kill-after=10 "$guest_timeout" \
-    "$VM/venv/bin/vng" --run "$image" --disable-kvm --disable-microvm --cpus "$cpus" --memory 2G --append mitigations=off \
-    --rwdir "$out" --exec "$out/guest.sh" </dev/null >"$out/console.log" 2>&1 || rc=$?
+  local attempt
+  for attempt in 1 2; do
+    rc=0
+    PATH=$VM/venv/bin:$VM/virtiofsd/bin:$PATH timeout --kill-after=10 "$guest_timeout" \
+      "$VM/venv/bin/vng" --run "$image" --disable-kvm --disable-microvm --cpus "$cpus" --memory 2G --append mitigations=off \
+      --rwdir "$out" --exec "$out/guest.sh" </dev/null >"$out/console.log" 2>&1 || rc=$?
+    # Seen once: vng gave up within seconds, printing nothing. Boot again once.
+    [[ $rc -ne 0 && ! -s $out/console.log && $((SECONDS - t0)) -lt 20 ]] || break
+    say "$name: the VM exited at once without output (exit $rc); booting it again"
+  done
   echo "$((SECONDS - t0))" >"$out/seconds"
   return $rc
 }

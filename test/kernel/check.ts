@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 import { BIN } from '../helpers/env.js';
 import { sleep, startExporter, stopAndWatchUnload, type Exporter } from '../helpers/exporter.js';
 import { find, parseExposition, value, type Sample } from '../helpers/exposition.js';
-import { Cleanups, exited, freePort, runClient, startServer, tcpMib, total } from '../helpers/net.js';
+import { Cleanups, exited, freePort, runClient, startServer, tcpMib, totalOrZero } from '../helpers/net.js';
 import { CgroupPool, ConnectionPool } from '../helpers/load.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { detectCgroup2Root } from '../../src/cgroup/mount.js';
@@ -212,7 +212,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', server_port: String(port) };
       const read = async () => {
         const s = await scrape();
-        return [cli, srv].flatMap((l) => [total(s, 'kerntap_tcp_sent_bytes_total', l), total(s, 'kerntap_tcp_received_bytes_total', l)]);
+        return [cli, srv].flatMap((l) => [totalOrZero(s, 'kerntap_tcp_sent_bytes_total', l), totalOrZero(s, 'kerntap_tcp_received_bytes_total', l)]);
       };
       const got = await until(read, (v) => v.every((x) => x === M * N));
       if (!got.every((x) => x === M * N)) {
@@ -224,7 +224,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     await run.check('rtt', async () => {
       needs('tcp');
       expect(trafficRan, 'no traffic (bytes check failed early)');
-      const count = await until(async () => total(await scrape(), 'kerntap_tcp_rtt_seconds_count', { cgroup: client.label }), (v) => v > 0);
+      const count = await until(async () => totalOrZero(await scrape(), 'kerntap_tcp_rtt_seconds_count', { cgroup: client.label }), (v) => v > 0);
       expect(count > 0, 'kerntap_tcp_rtt_seconds_count stayed 0 for the client cgroup');
       return `${count} RTT samples`;
     });
@@ -233,7 +233,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       needs('tcp');
       expect(trafficRan, 'no test listener (bytes check failed early)');
       const labels = { cgroup: server.label, port: String(port), comm: 'python3' };
-      const n = await until(async () => total(await scrape(), 'kerntap_tcp_listeners', labels), (v) => v === 1);
+      const n = await until(async () => totalOrZero(await scrape(), 'kerntap_tcp_listeners', labels), (v) => v === 1);
       expect(n === 1, `kerntap_tcp_listeners${JSON.stringify(labels)} = ${n}, want 1`);
       return `listener on :${port} seen`;
     });
@@ -253,8 +253,8 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       expect(opens === Mc + K && fails === K, `the kernel counted ActiveOpens +${opens}, AttemptFails +${fails}; want +${Mc + K}, +${K}`);
       const read = async () => {
         const s = await scrape();
-        return [total(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: cli.label }),
-          total(s, 'kerntap_tcp_connects_failed_total', { cgroup: cli.label, peer: ns.hostAddr, server_port: String(closed), reason: 'refused' })];
+        return [totalOrZero(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: cli.label }),
+          totalOrZero(s, 'kerntap_tcp_connects_failed_total', { cgroup: cli.label, peer: ns.hostAddr, server_port: String(closed), reason: 'refused' })];
       };
       const [ok, refused] = await until(read, ([a, b]) => a === opens - fails && b === fails);
       if (ok !== opens - fails || refused !== fails) {
@@ -282,7 +282,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       const kernel = tcpMib(ns).RetransSegs! - mib0.RetransSegs!;
       const dropped = table.counted('in');
       if (kernel === 0) throw new Skip(`no retransmits although nft dropped ${dropped} packets`);
-      const ours = await until(async () => total(await scrape(), 'kerntap_tcp_retransmits_total', { cgroup: lossy.label }), (v) => v === kernel);
+      const ours = await until(async () => totalOrZero(await scrape(), 'kerntap_tcp_retransmits_total', { cgroup: lossy.label }), (v) => v === kernel);
       expect(ours === kernel, `kerntap ${ours} retransmits, RetransSegs delta ${kernel} (nft dropped ${dropped})`);
       return `${ours} retransmits = RetransSegs delta (nft dropped ${dropped})`;
     });
