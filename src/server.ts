@@ -39,7 +39,7 @@ export function buildServer(opts: ServerOptions): FastifyInstance {
   const clientAuth = opts.web?.clientAuth;
   if (clientAuth) {
     // Runs after the HTTP server's own listener, before any request is read:
-    // a client client_auth_type refuses never gets an answer, as in Go.
+    // a client that client_auth_type refuses never gets an answer, as in Go.
     app.server.on('secureConnection', (socket: TLSSocket) => {
       const problem = clientCertProblem(clientAuth, socket);
       if (!problem) return;

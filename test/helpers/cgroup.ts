@@ -1,6 +1,6 @@
 /** Real cgroups under the real cgroup2 mount, for integration tests. */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, readFileSync, rmdirSync, existsSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmdirSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import { detectCgroup2Root } from '../../src/cgroup/mount.js';
 import { waitFor } from './wait.js';
@@ -69,8 +69,13 @@ export class TestCgroup {
     }, 5000);
   }
 
+  /** Removes the cgroup and any child cgroups left in it, killing their processes first. */
   async destroy(): Promise<void> {
-    if (existsSync(this.abs)) await this.killAll();
+    if (!existsSync(this.abs)) return;
+    for (const dir of readdirSync(this.abs, { withFileTypes: true })) {
+      if (dir.isDirectory()) await new TestCgroup(dir.name, this).destroy();
+    }
+    await this.killAll();
     // rmdir fails while the last task is still exiting.
     await waitFor(`${this.abs} removed`, () => {
       if (!existsSync(this.abs)) return true;

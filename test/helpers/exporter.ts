@@ -107,6 +107,7 @@ export async function stopAndWatchUnload(exporter: Exporter, signal: NodeJS.Sign
   return { code, programs, exitMs, left, goneMs: Date.now() - t0 };
 }
 
+/** Pacing for the benchmarks (bench/). Tests wait on conditions instead (wait.ts). */
 export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }

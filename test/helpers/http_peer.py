@@ -9,6 +9,8 @@
                             "method", "status", "expect100"}), checks every status, exits 0
   hold PORT N FILE          one keep-alive connection: GET /ok, print "ready", wait for FILE
                             to exist, then N more GET /ok on the same connection
+  pipeline PORT N           N pipelined GET / in one write on one connection, then reads
+                            until N responses arrived
   raw PORT HEX[,HEX...] ... one connection per argument; each HEX payload is sent and a
                             response awaited (read until the server closes or a full response)
 """
@@ -110,6 +112,19 @@ def hold(port, n, go):
     conn.close()
 
 
+def pipeline(port, n):
+    s = socket.create_connection((HOST, int(port)))
+    s.settimeout(10)
+    s.sendall(b'GET / HTTP/1.1\r\nHost: x\r\n\r\n' * int(n))
+    got = b''
+    while got.count(b'HTTP/1.1 200') < int(n):
+        chunk = s.recv(65536)
+        if not chunk:
+            sys.exit(f'closed after {got.count(b"HTTP/1.1 200")} responses')
+        got += chunk
+    s.close()
+
+
 def raw(port, connections):
     for spec in connections:
         s = socket.create_connection((HOST, int(port)))
@@ -141,6 +156,8 @@ if __name__ == '__main__':
         client(sys.argv[2], sys.argv[3])
     elif mode == 'hold':
         hold(sys.argv[2], sys.argv[3], sys.argv[4])
+    elif mode == 'pipeline':
+        pipeline(sys.argv[2], sys.argv[3])
     elif mode == 'raw':
         raw(sys.argv[2], sys.argv[3:])
     else:

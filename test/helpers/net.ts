@@ -208,9 +208,13 @@ export class Cleanups {
     return table;
   }
 
+  /** Undoes everything, even past a step that fails; the failures are rethrown at the end. */
   async run(): Promise<void> {
-    for (const undo of this.undo.reverse()) await undo();
+    const failed: unknown[] = [];
+    for (const undo of this.undo.reverse()) await Promise.resolve().then(undo).catch((err: unknown) => failed.push(err));
     this.undo.length = 0;
+    if (failed.length === 1) throw failed[0];
+    if (failed.length > 1) throw new AggregateError(failed, `${failed.length} cleanups failed`);
   }
 }
 

@@ -3,7 +3,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { ROOT } from './env.js';
-import { sleep } from './exporter.js';
+import { waitFor } from './wait.js';
 import { prometheusLabel, prometheusName, type MetricKind } from '../../src/model/metric.js';
 import type { Sample } from './exposition.js';
 
@@ -74,11 +74,7 @@ export async function startReceiver(failFirstRequests = 0, tls?: { cert: string;
     url: `${tls ? 'https' : 'http'}://127.0.0.1:${port}`,
     records,
     async waitFor(ok, timeoutMs = 20_000) {
-      const deadline = Date.now() + timeoutMs;
-      while (!ok(records)) {
-        if (Date.now() > deadline) throw new Error(`OTLP receiver: condition not met; ${records.length} requests`);
-        await sleep(100);
-      }
+      await waitFor(`the OTLP receiver's condition (${records.length} requests so far)`, () => ok(records), timeoutMs, 100);
     },
     async stop() {
       if (child.exitCode === null) {

@@ -9,7 +9,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT } from './env.js';
-import { sleep } from './exporter.js';
+import { waitFor } from './wait.js';
 
 export const PROMETHEUS = '/usr/bin/prometheus';
 export const PROMTOOL = '/usr/bin/promtool';
@@ -86,16 +86,12 @@ export async function startPrometheus(targets: ScrapeTarget[], scrapeInterval = 
   let log = '';
   child.stderr!.on('data', (d: Buffer) => (log += d.toString()));
   const url = `http://127.0.0.1:${port}`;
-  for (let i = 0; ; i++) {
-    try {
-      const r = await fetch(`${url}/-/ready`);
-      if (r.ok) break;
-    } catch {
-      // not up yet
-    }
-    if (i > 100 || child.exitCode !== null) throw new Error(`prometheus did not start:\n${log}`);
-    await sleep(200);
-  }
+  await waitFor('prometheus to be ready', async () => {
+    if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}:\n${log}`);
+    return (await fetch(`${url}/-/ready`).catch(() => undefined))?.ok;
+  }, 20_000, 200).catch((err: Error) => {
+    throw new Error(`prometheus did not start: ${err.message}\n${log}`);
+  });
   const query = async (expr: string) => {
     const r = await fetch(`${url}/api/v1/query?query=${encodeURIComponent(expr)}`);
     const body = (await r.json()) as { status: string; error?: string; data: { result: { metric: Record<string, string>; value: [number, string] }[] } };
@@ -106,14 +102,13 @@ export async function startPrometheus(targets: ScrapeTarget[], scrapeInterval = 
     url,
     query,
     async waitFor(expr, ok, timeoutMs = 20_000) {
-      const deadline = Date.now() + timeoutMs;
       let last: Awaited<ReturnType<typeof query>> = [];
-      while (Date.now() < deadline) {
+      return waitFor(expr, async () => {
         last = await query(expr);
-        if (ok(last)) return last;
-        await sleep(500);
-      }
-      throw new Error(`timed out waiting for ${expr}; last result ${JSON.stringify(last)}\nprometheus log:\n${log}`);
+        return ok(last) && last;
+      }, timeoutMs, 250).catch((err: Error) => {
+        throw new Error(`${err.message}; last result ${JSON.stringify(last)}\nprometheus log:\n${log}`);
+      });
     },
     async stop() {
       if (child.exitCode === null) {

@@ -3,7 +3,7 @@
  * few tens of milliseconds until it holds, and kerntap's own poll counter.
  */
 import { setTimeout as delay } from 'node:timers/promises';
-import { parseExposition, value, type Sample } from './exposition.js';
+import { find, parseExposition, value, type Sample } from './exposition.js';
 
 /**
  * Resolves with what `check` returns once that is neither undefined nor
@@ -36,18 +36,32 @@ export function pollsTotal(samples: Sample[]): number {
   return n;
 }
 
+export interface PollWait {
+  headers?: Record<string, string>;
+  timeoutMs?: number;
+  /** Also wait until the scrape shows this, e.g. a new cgroup under its path (kerntap may label a new id by number until its next cgroup walk, at most a second later). */
+  until?: (samples: Sample[]) => boolean;
+}
+
 /**
  * Waits until kerntap_polls_total passes `past` and returns that scrape. By
  * default `past` is the count now plus one: the poll in flight may have read
  * the maps before whatever the test just did, the one after it has not.
  */
-export async function waitForPoll(e: Scrapable, past?: number, opts: { headers?: Record<string, string>; timeoutMs?: number } = {}): Promise<Sample[]> {
+export async function waitForPoll(e: Scrapable, past?: number, opts: PollWait = {}): Promise<Sample[]> {
   const scrape = async () => parseExposition(await e.scrape('/metrics', opts.headers ?? {}));
   const after = past ?? pollsTotal(await scrape()) + 1;
-  return waitFor(`kerntap_polls_total > ${after}`, async () => {
+  return waitFor(`kerntap_polls_total > ${after}${opts.until ? ' and the expected series' : ''}`, async () => {
     const s = await scrape();
-    return pollsTotal(s) > after && s;
+    return pollsTotal(s) > after && (opts.until?.(s) ?? true) && s;
   }, opts.timeoutMs ?? 20_000);
+}
+
+/** waitForPoll() until kerntap_cgroup_cpu_time_seconds_total shows each of these cgroups (labels). */
+export function waitForPollWithCgroups(e: Scrapable, cgroups: string[]): Promise<Sample[]> {
+  return waitForPoll(e, undefined, {
+    until: (s) => cgroups.every((cgroup) => find(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup }).length > 0),
+  });
 }
 
 /** An in-process kerntap (Kerntap.start) as something to scrape. */

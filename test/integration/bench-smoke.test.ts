@@ -53,4 +53,12 @@ test('bench/run.sh --smoke measures every part', (t) => {
   const conns = res.growth.exporter.filter((x: { growing: string }) => x.growing === 'connections');
   assert.deepEqual(conns.map((x: { connections: number }) => x.connections), [0, 200]);
   assert.ok(res.growth.exporter.every((x: { pollMs: number; cpuMsPerPoll: number; rssMB: number }) => x.pollMs > 0 && x.cpuMsPerPoll > 0 && x.rssMB > 10));
+
+  // The http collector: both sides of each A/B, and the programs measured against empty ones on both workloads.
+  assert.ok(res.http.keepAlive.cpuUsPerRequestOff > 0 && res.http.keepAlive.cpuUsPerRequestOn > 0, 'http: CPU per request on and off');
+  assert.ok(res.http.nonHttpSyscalls.syscallsPerSOff > 0 && res.http.nonHttpSyscalls.syscallsPerSOn > 0, 'http: syscall throughput on and off');
+  for (const w of ['nonHttp', 'http']) {
+    const read = res.http.inKernel[w].find((x: { program: string }) => x.program === 'http_read_enter');
+    assert.ok(read?.kerntapNs > 0 && read.emptyNs > 0 && read.events > 0, `http ${w}: read_enter against the empty program: ${JSON.stringify(read)}`);
+  }
 });

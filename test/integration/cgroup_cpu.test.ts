@@ -11,29 +11,16 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 import { hasTool, requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, type Exporter } from '../helpers/exporter.js';
+import { startExporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value, type Sample } from '../helpers/exposition.js';
 import { fileExporter } from '../helpers/net.js';
-import { pollsTotal, waitFor, waitForPoll } from '../helpers/wait.js';
+import { waitFor, waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
 
 const METRIC = 'kerntap_cgroup_cpu_time_seconds_total';
 const exporter = fileExporter(before, after);
 
 const exported = (s: Sample[], cg: TestCgroup) => value(s, METRIC, { cgroup: cg.label });
-
-/**
- * The snapshot of a poll that started after the call, once it shows the
- * cgroup under its path (a cgroup new to kerntap may be labelled by its id
- * until the next cgroup walk, at most a second later).
- */
-async function settledWith(e: Exporter, cg: TestCgroup): Promise<Sample[]> {
-  const past = pollsTotal(parseExposition(await e.scrape())) + 1;
-  return waitFor(`a poll after ${past} with ${cg.label}`, async () => {
-    const s = parseExposition(await e.scrape());
-    return pollsTotal(s) > past && exported(s, cg) !== undefined && s;
-  });
-}
 
 /** Runs the workload in a fresh cgroup, waits for it to end and for a poll after that, then compares. */
 async function compareAfter(name: string, workload: (cg: TestCgroup) => Promise<void>) {
@@ -41,7 +28,7 @@ async function compareAfter(name: string, workload: (cg: TestCgroup) => Promise<
   try {
     await workload(cg);
     assert.deepEqual(cg.procs(), [], 'workload finished');
-    const got = exported(await settledWith(exporter(), cg), cg);
+    const got = exported(await waitForPollWithCgroups(exporter(), [cg.label]), cg);
     const usage = cg.usageUsec() / 1e6;
     assert.ok(got !== undefined, `${METRIC}{cgroup="${cg.label}"} present`);
     // The 1% comparison below is the test; this only guards against a workload that never ran.
@@ -120,7 +107,7 @@ test('a parent\'s series counts its own tasks only; its cpu.stat includes its ch
   const child = new TestCgroup('leaf', parent);
   try {
     await child.busy(0.5);
-    const s = await settledWith(exporter(), child);
+    const s = await waitForPollWithCgroups(exporter(), [child.label]);
     const leaf = exported(s, child)!;
     assert.ok(Math.abs(leaf / (child.usageUsec() / 1e6) - 1) < 0.01, `the leaf matches its cpu.stat (${leaf})`);
     assert.ok(parent.usageUsec() >= child.usageUsec(), 'the parent\'s cpu.stat includes the child');

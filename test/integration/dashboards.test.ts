@@ -14,7 +14,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ROOT, requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, writeConfig } from '../helpers/exporter.js';
+import { startExporter, writeConfig } from '../helpers/exporter.js';
+import { waitFor } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { TRAFFIC, waitForLine } from '../helpers/net.js';
 import { freePort, havePrometheus, startPrometheus } from '../helpers/prometheus.js';
@@ -176,7 +177,6 @@ test('every panel query returns data from a real Prometheus scraping kerntap und
   const instance = new URL(exporter.url).host;
   const prom = await startPrometheus([{ target: instance }]);
   cleanup.push(() => prom.stop());
-  await sleep(12_000);
 
   // As Grafana renders them: a multi-value variable becomes a regex alternation, "All" its allValue.
   const vars: Record<string, string> = {
@@ -184,21 +184,27 @@ test('every panel query returns data from a real Prometheus scraping kerntap und
     instance, namespace: 'shop', pod: 'web-5c6f', container: '(client|server)', cgroup: '.*',
   };
   const substitute = (expr: string) => expr.replace(/\$(\w+)/g, (whole, v: string) => vars[v] ?? whole);
-  const empty: string[] = [];
-  let queried = 0;
-  for (const { d, p, t: target } of everyTarget) {
-    const expr = substitute(target.expr);
-    assert.doesNotMatch(expr, /\$[A-Za-z_]/, `${p.title}: every variable substituted`);
-    const result = await prom.query(expr);
-    queried++;
-    if (result.length === 0) empty.push(`${d.title} / ${p.title}: ${expr}`);
-  }
-  for (const d of dashboards) {
-    for (const v of d.templating.list.filter((x) => x.type === 'query')) {
-      const selector = substitute(/^label_values\((.*), \w+\)$/.exec((v.query as { query: string }).query)![1]!);
-      if ((await prom.query(selector)).length === 0) empty.push(`${d.title} variable ${v.name}: ${selector}`);
+  const emptyQueries = async () => {
+    const empty: string[] = [];
+    let queried = 0;
+    for (const { d, p, t: target } of everyTarget) {
+      const expr = substitute(target.expr);
+      assert.doesNotMatch(expr, /\$[A-Za-z_]/, `${p.title}: every variable substituted`);
+      const result = await prom.query(expr);
+      queried++;
+      if (result.length === 0) empty.push(`${d.title} / ${p.title}: ${expr}`);
     }
-  }
+    for (const d of dashboards) {
+      for (const v of d.templating.list.filter((x) => x.type === 'query')) {
+        const selector = substitute(/^label_values\((.*), \w+\)$/.exec((v.query as { query: string }).query)![1]!);
+        if ((await prom.query(selector)).length === 0) empty.push(`${d.title} variable ${v.name}: ${selector}`);
+      }
+    }
+    return { empty, queried };
+  };
+  // Rates need a few scrapes: until every query has data (if some never do, the assertion names them).
+  await waitFor('every panel query to return data', async () => (await emptyQueries()).empty.length === 0, 60_000, 1000).catch(() => undefined);
+  const { empty, queried } = await emptyQueries();
   assert.deepEqual(empty, [], `all ${queried} panel queries and the variables return data`);
   t.diagnostic(`${queried} panel queries and ${dashboards.flatMap((d) => d.templating.list.filter((v) => v.type === 'query')).length} variable queries returned data`);
   assert.ok(queried >= 50, `${queried} queries`);

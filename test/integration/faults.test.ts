@@ -8,7 +8,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { bpfProgramsOf, loadedBpfPrograms, requireBpf } from '../helpers/env.js';
 import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
-import { waitFor, waitForPoll } from '../helpers/wait.js';
+import { waitFor, waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, find, value } from '../helpers/exposition.js';
 
@@ -77,14 +77,14 @@ test('a cgroup deleted and re-created under the same path restarts its series', 
   const first = TestCgroup.unique('kt-recreate');
   const name = first.label.slice(1);
   await first.busy(1);
-  const before = value(await waitForPoll(e), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: first.label })!;
+  const before = value(await waitForPollWithCgroups(e, [first.label]), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: first.label })!;
   const firstUsage = first.usageUsec() / 1e6;
   assert.ok(firstUsage > 0.05 && Math.abs(before / firstUsage - 1) < 0.01, `first cgroup counted (${before} vs ${firstUsage})`);
   await first.destroy();
   const second = new TestCgroup(name);
   cleanup.push(() => second.destroy());
   await second.busy(0.3);
-  const after = value(await waitForPoll(e), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: second.label })!;
+  const after = value(await waitForPollWithCgroups(e, [second.label]), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: second.label })!;
   const usage = second.usageUsec() / 1e6;
   assert.ok(Math.abs(after / usage - 1) < 0.01, `the new cgroup's own time (${after}) = its cpu.stat (${usage}), not added to the old ${before}`);
 });

@@ -9,7 +9,8 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { startExporter, type Exporter } from '../helpers/exporter.js';
+import { waitFor, waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value, type Sample } from '../helpers/exposition.js';
 import {
@@ -44,10 +45,11 @@ for (const protocol of ['http/protobuf', 'http/json', 'grpc'] as const) {
     }, ['--poll.interval', '3s']);
     // Some TCP traffic, so the histograms have counts.
     for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
-    await sleep(3500);
+    await waitForPoll(exporter);
     await receiver.waitFor((r) => r.length >= 3);
     const prom = parseExposition(await exporter.scrape());
-    await sleep(1200);
+    // Until an export of this snapshot arrives; if none does, the assertion below says what differs.
+    await receiver.waitFor((r) => matchingSnapshot(r, prom).missing.length === 0, 10_000).catch(() => undefined);
     const { missing, record } = matchingSnapshot(receiver.records, prom);
     assert.deepEqual(missing.slice(0, 10), [], 'an OTLP export of the same snapshot matches /metrics sample for sample');
     t.diagnostic(`${prom.length} /metrics samples matched one OTLP export of ${metricsOf(record!).length} metrics`);
@@ -73,13 +75,14 @@ test('delta: CPU deltas of a cgroup sum to the cumulative value and to cpu.stat'
   const { receiver, exporter } = await setup({ OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE: 'delta', OTEL_METRIC_EXPORT_INTERVAL: '700' });
   const cg = TestCgroup.unique('kt-otlp-delta');
   running.push({ stop: () => cg.destroy() });
-  const busy = cg.run('while :; do :; done');
-  await sleep(2500);
-  busy.kill('SIGKILL');
-  await new Promise((r) => busy.on('exit', r));
-  await sleep(3000); // polls and exports after the workload ended
-  const cumulative = value(parseExposition(await exporter.scrape()), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
+  await cg.busy(2);
+  const cumulative = value(await waitForPollWithCgroups(exporter, [cg.label]), 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
   const usage = cg.usageUsec() / 1e6;
+  // Until the exports have caught up with that poll; if they never do, the assertions below say by how much.
+  const exportedSum = () => receiver.records.filter((r) => r.status === 200).flatMap((r) => metricsOf(r))
+    .filter((m) => m.name === 'kerntap.cgroup.cpu.time').flatMap((m) => m.sum!.dataPoints ?? [])
+    .filter((dp) => labelsOf(dp.attributes).cgroup === cg.label).reduce((a, dp) => a + (dp.asDouble ?? 0), 0);
+  await receiver.waitFor(() => Math.abs(exportedSum() - cumulative) < 1e-6, 10_000).catch(() => undefined);
   let sum = 0;
   let points = 0;
   let lastEnd = 0n;
@@ -105,10 +108,12 @@ test('exponential histograms: scale 0 buckets agree with the Prometheus buckets 
   if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
   const { receiver, exporter } = await setup({ OTEL_EXPORTER_OTLP_METRICS_DEFAULT_HISTOGRAM_AGGREGATION: 'base2_exponential_bucket_histogram' }, ['--poll.interval', '3s']);
   for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
-  await sleep(3500);
+  await waitForPoll(exporter);
   await receiver.waitFor((r) => r.length >= 3);
   const prom = parseExposition(await exporter.scrape());
-  await sleep(1200);
+  // Two exports after the scrape (every 500 ms, polls every 3 s): one of them has its snapshot.
+  const seen = receiver.records.length;
+  await receiver.waitFor((r) => r.length >= seen + 2);
   let compared = 0;
   const byKey = new Map(prom.map((s) => [sampleKey(s), s.value]));
   const match = receiver.records.find((record) => {
@@ -141,8 +146,8 @@ test('a receiver answering 503 to the first requests: kerntap keeps serving, cou
   if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
   const { receiver, exporter } = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '1000', OTEL_EXPORTER_OTLP_TIMEOUT: '1500' }, [], 3);
   await receiver.waitFor((r) => r.some((x) => x.status === 200), 30_000);
-  await sleep(2500);
-  const s = parseExposition(await exporter.scrape());
+  // The export counters are in the snapshot of the next poll.
+  const s = await waitForPoll(exporter, undefined, { until: (x) => (value(x, 'kerntap_otlp_exports_total', { result: 'success' }) ?? 0) >= 1 });
   t.diagnostic(`503s received: ${receiver.records.filter((r) => r.status === 503).length}; exports: ${value(s, 'kerntap_otlp_exports_total', { result: 'failure' })} failed, ${value(s, 'kerntap_otlp_exports_total', { result: 'success' })} succeeded`);
   assert.equal(receiver.records.filter((r) => r.status === 503).length, 3, 'retried while failing');
   assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1, 'failures counted');
@@ -166,8 +171,7 @@ for (const protocol of ['http/protobuf', 'grpc'] as const) test(`${protocol} ove
   const noCert = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_TIMEOUT: '500' } });
   running.push(noCert);
   const seen = receiver.records.length;
-  await sleep(3000);
-  const s = parseExposition(await noCert.scrape());
+  const s = await waitForPoll(noCert, undefined, { until: (x) => (value(x, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1 });
   assert.equal(receiver.records.length, seen, 'nothing got through without the client certificate');
   assert.ok((value(s, 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0) >= 1);
 });
@@ -180,10 +184,7 @@ test('gRPC compression: kerntap\'s gzip is refused by a receiver that takes iden
   const gzip = await startExporter([], { env: { ...env, OTEL_EXPORTER_OTLP_COMPRESSION: 'gzip' } });
   running.push(gzip);
   const failed = async (e: Exporter) => value(parseExposition(await e.scrape()), 'kerntap_otlp_exports_total', { result: 'failure' }) ?? 0;
-  for (let i = 0; (await failed(gzip)) < 1; i++) {
-    if (i > 100) assert.fail('no failed export counted');
-    await sleep(100);
-  }
+  await waitFor('a failed export counted', async () => (await failed(gzip)) >= 1 || undefined, 10_000);
   assert.equal(receiver.records.length, 0, 'no gzip call got through');
   await gzip.stop();
   const plain = await startExporter([], { env });
@@ -195,8 +196,7 @@ test('shutdown: one final export of the latest snapshot, and bounded when the en
   if (!requireBpf(t) || !requireTool(t, 'opentelemetry-proto venv', haveReceiver())) return;
   // A long export interval: the only export is the one made on SIGTERM.
   const { receiver, exporter } = await setup({ OTEL_METRIC_EXPORT_INTERVAL: '600000' });
-  await sleep(1500);
-  const last = parseExposition(await exporter.scrape());
+  const last = await waitForPoll(exporter);
   assert.equal(receiver.records.length, 0);
   assert.equal(await exporter.stop(), 0);
   assert.equal(receiver.records.length, 1, 'exactly one final export');

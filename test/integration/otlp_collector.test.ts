@@ -11,8 +11,8 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { ROOT, requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep } from '../helpers/exporter.js';
-import { parseExposition } from '../helpers/exposition.js';
+import { startExporter } from '../helpers/exporter.js';
+import { waitFor, waitForPoll } from '../helpers/wait.js';
 import { haveReceiver, matchingSnapshot, metricsOf, startReceiver } from '../helpers/otlp.js';
 import { freePort } from '../helpers/prometheus.js';
 
@@ -57,10 +57,12 @@ service:
       await new Promise((r) => child.on('exit', r));
     },
   });
-  for (let i = 0; !log.includes('Everything is ready'); i++) {
-    if (i > 300 || child.exitCode !== null) throw new Error(`the collector did not start:\n${log}`);
-    await sleep(100);
-  }
+  await waitFor('the collector to start', () => {
+    if (child.exitCode !== null) throw new Error(`the collector exited:\n${log}`);
+    return log.includes('Everything is ready') || undefined;
+  }, 30_000).catch((err: Error) => {
+    throw new Error(`${err.message}\n${log}`);
+  });
 }
 
 test('an OpenTelemetry Collector takes kerntap\'s OTLP/gRPC and forwards every sample', async (t) => {
@@ -74,11 +76,10 @@ test('an OpenTelemetry Collector takes kerntap\'s OTLP/gRPC and forwards every s
     env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${grpcPort}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'grpc', OTEL_METRIC_EXPORT_INTERVAL: '500' },
   });
   running.push(exporter);
-  for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
-  await sleep(3500);
-  await receiver.waitFor((r) => r.length >= 3);
-  const prom = parseExposition(await exporter.scrape());
-  await sleep(1200);
+  // A snapshot past the first poll, then exports of it forwarded after the scrape.
+  const prom = await waitForPoll(exporter);
+  const seen = receiver.records.length;
+  await receiver.waitFor((r) => r.length >= seen + 2);
   const { missing, record } = matchingSnapshot(receiver.records, prom);
   assert.deepEqual(missing.slice(0, 10), [], 'a forwarded export of the same snapshot matches /metrics sample for sample');
   t.diagnostic(`${prom.length} /metrics samples matched one forwarded export of ${metricsOf(record!).length} metrics`);

@@ -11,7 +11,8 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep } from '../helpers/exporter.js';
+import { startExporter, writeConfig } from '../helpers/exporter.js';
+import { waitFor } from '../helpers/wait.js';
 import { freePort, havePrometheus3, PROMETHEUS3, startPrometheus, type PrometheusServer } from '../helpers/prometheus.js';
 
 const running: { stop(): Promise<unknown> }[] = [];
@@ -41,10 +42,12 @@ function key(s: Series): string {
  * "kerntap0", OTLP job "kerntap"), once a second poll has seen some TCP
  * traffic (so histograms have buckets) and both paths carry it.
  */
-async function pushAndScrape(env: Record<string, string>, promArgs: string[] = []): Promise<PrometheusServer> {
+async function pushAndScrape(env: Record<string, string>, promArgs: string[] = [], withHttp = false): Promise<PrometheusServer> {
   // Prometheus's port first: kerntap needs its URL, and Prometheus kerntap's address.
   const port = await freePort();
-  const exporter = await startExporter(['--poll.interval', '15s'], {
+  // With the http collector on, Prometheus's scrapes and kerntap's pushes are its HTTP traffic.
+  const config = withHttp ? ['--config.file', writeConfig('collectors:\n  http:\n    enabled: true\n')] : [];
+  const exporter = await startExporter(['--poll.interval', '15s', ...config], {
     env: { OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: `http://127.0.0.1:${port}/api/v1/otlp/v1/metrics`, OTEL_METRIC_EXPORT_INTERVAL: '1000', ...env },
   });
   running.push(exporter);
@@ -53,9 +56,15 @@ async function pushAndScrape(env: Record<string, string>, promArgs: string[] = [
   });
   running.push(prom);
   for (let i = 0; i < 5; i++) await exporter.scrape('/healthz');
-  const counted = (job: string) => `sum(kerntap_tcp_connect_duration_seconds_count{job="${job}"}) > 0`;
+  const metric = withHttp ? 'kerntap_http_client_request_duration_seconds_count' : 'kerntap_tcp_connect_duration_seconds_count';
+  const counted = (job: string) => `sum(${metric}{job="${job}"}) > 0`;
   await prom.waitFor(`(${counted('kerntap')}) and (${counted('kerntap0')})`, (r) => r.length > 0, 30_000);
-  await sleep(2500); // a scrape and an export of that snapshot, well before the next poll
+  // Both paths at the same snapshot: its poll count is the same in both (the next poll is 15 s away).
+  const polls = async (job: string) => (await prom.query(`kerntap_polls_total{job="${job}"}`)).map((r) => r.value[1]);
+  await waitFor('the scrape and the push to carry the same snapshot', async () => {
+    const [pushed, scraped] = [await polls('kerntap'), await polls('kerntap0')];
+    return pushed.length === 1 && scraped.length === 1 && pushed[0] === scraped[0];
+  }, 10_000, 250);
   return prom;
 }
 
@@ -74,11 +83,12 @@ async function compare(prom: PrometheusServer): Promise<{ scraped: number; names
 
 test('Prometheus 3: the OTLP push and the scrape give the same series, names, labels and values', async (t) => {
   if (!requireBpf(t) || !requireTool(t, 'Prometheus 3 (scripts/test-deps.sh)', havePrometheus3())) return;
-  const prom = await pushAndScrape({});
+  const prom = await pushAndScrape({}, [], true);
   const c = await compare(prom);
   t.diagnostic(`${c.scraped} series compared`);
   assert.ok(c.scraped > 50, 'a real exporter\'s worth of series');
-  for (const name of ['kerntap_cgroup_cpu_time_seconds_total', 'kerntap_tcp_connect_duration_seconds_bucket', 'kerntap_tcp_sent_bytes_total', 'kerntap_build_info', 'kerntap_bpf_map_capacity']) {
+  for (const name of ['kerntap_cgroup_cpu_time_seconds_total', 'kerntap_tcp_connect_duration_seconds_bucket', 'kerntap_tcp_sent_bytes_total', 'kerntap_build_info', 'kerntap_bpf_map_capacity',
+    'kerntap_http_server_request_duration_seconds_bucket', 'kerntap_http_client_request_duration_seconds_bucket']) {
     assert.ok(c.names.has(name), `${name} was compared`);
   }
   assert.deepEqual(c.onlyScraped, [], 'every scraped series also came through OTLP');

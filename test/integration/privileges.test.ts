@@ -9,8 +9,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import path from 'node:path';
 import { parseAllDocuments } from 'yaml';
 import { ROOT, requireBpf } from '../helpers/env.js';
-import { waitForPoll } from '../helpers/wait.js';
-import { startExporter, sleep, writeConfig, type Exporter } from '../helpers/exporter.js';
+import { waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
+import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { parseExposition, value } from '../helpers/exposition.js';
 
@@ -38,12 +38,8 @@ test('after attach every thread runs as uid 65534 with no capabilities, and CPU 
   }
   const cg = TestCgroup.unique('kt-priv');
   cleanup.push(() => cg.destroy());
-  const busy = cg.run('while :; do :; done');
-  await sleep(1500);
-  busy.kill('SIGKILL');
-  await new Promise((r) => busy.on('exit', r));
-  await sleep(1200);
-  const s = parseExposition(await e.scrape());
+  await cg.busy(1);
+  const s = await waitForPollWithCgroups(e, [cg.label]);
   const v = value(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
   assert.ok(Math.abs(v / (cg.usageUsec() / 1e6) - 1) < 0.01, `exact after the drop (${v})`);
   assert.equal(value(s, 'kerntap_poll_errors_total', { collector: 'cgroup_cpu' }), 0);

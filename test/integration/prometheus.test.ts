@@ -6,9 +6,10 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
-import { startExporter, sleep, type Exporter } from '../helpers/exporter.js';
+import { startExporter, type Exporter } from '../helpers/exporter.js';
+import { waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
-import { parseExposition, value } from '../helpers/exposition.js';
+import { find, parseExposition, value } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics, startPrometheus, type PrometheusServer } from '../helpers/prometheus.js';
 
 let exporter: Exporter | undefined;
@@ -24,11 +25,8 @@ test('promtool accepts /metrics; OpenMetrics by Accept; Prometheus scrapes and q
   if (!requireBpf(t) || !requireTool(t, 'prometheus', havePrometheus())) return;
   exporter = await startExporter();
   cg = TestCgroup.unique('kt-prom');
-  const busy = cg.run('while :; do :; done');
-  await sleep(1500);
-  busy.kill('SIGKILL');
-  await new Promise((r) => busy.on('exit', r));
-  await sleep(1200);
+  await cg.busy(1);
+  await waitForPollWithCgroups(exporter, [cg.label]);
 
   const text = await exporter.scrape();
   const check = promtoolCheckMetrics(text);
@@ -41,6 +39,10 @@ test('promtool accepts /metrics; OpenMetrics by Accept; Prometheus scrapes and q
   assert.equal(value(samples, 'kerntap_build_info', {}) , 1);
   assert.ok((value(samples, 'kerntap_bpf_map_capacity', { collector: 'cgroup_cpu', map: 'cpu_ns' }) ?? 0) > 16);
   assert.ok((value(samples, 'kerntap_bpf_map_entries', { collector: 'cgroup_cpu', map: 'cpu_ns' }) ?? 0) >= 2);
+  const misses = find(samples, 'kerntap_bpf_program_recursion_misses_total');
+  assert.ok(misses.some((s) => s.labels.collector === 'cgroup_cpu') && misses.some((s) => s.labels.collector === 'tcp'), 'recursion misses of every collector\'s programs');
+  assert.ok(misses.every((s) => s.labels.program && Number.isInteger(s.value) && s.value >= 0));
+  assert.ok((value(samples, 'kerntap_polls_total') ?? 0) >= 1, 'polls counted');
 
   const res = await fetch(`${exporter.url}/metrics`, { headers: { accept: 'application/openmetrics-text;version=1.0.0,text/plain;q=0.5' } });
   assert.match(res.headers.get('content-type') ?? '', /^application\/openmetrics-text; version=1\.0\.0/);

@@ -5,23 +5,27 @@
  * and its CPU against the container cgroup's cpu.stat; exact TCP bytes of a
  * container in its own network namespace; a container that exits ages out
  * after cgroup.ttl and a new one under the same name is a new series; and
- * with the runtimes hung, identity from the path with empty names and one
- * log line per socket.
+ * with the runtimes hung, or podman's API service stopped, identity from the
+ * path with empty names and one log line per socket.
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
 import { bpfUnavailable, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { parseExposition, find, type Sample } from '../helpers/exposition.js';
 import { freePort } from '../helpers/net.js';
 import {
-  cgroupExists, expectCpuMatches, expectTrafficExact, missingRuntimeTools, startRuntimes, startTraffic, untilMetrics,
+  cgroupExists, expectCpuMatches, expectTrafficExact, missingRuntimeTools, startRuntimes, startTraffic, untilMetrics, waitFor,
   type RealContainer, type Runtime, type Runtimes,
 } from '../helpers/realruntimes.js';
 
 const CPU = 'kerntap_cgroup_cpu_time_seconds_total';
 const TTL_MS = 3000;
-const BURN = 'i=0; while [ $i -lt 150000 ]; do i=$((i+1)); done';
+const burn = (n: number) => `i=0; while [ $i -lt ${n} ]; do i=$((i+1)); done`;
+const BURN = burn(150_000);
+/** About half a CPU second: the ticks that follow (a fork every 0.5 s) stay far below 1% of it. */
+const LONG_BURN = burn(400_000);
 const FOREVER = 'exec sleep 2147483647';
 /** A little CPU every half second, so that an exporter started later sees the cgroup too. */
 const TICKING = 'while :; do sleep 0.5; done';
@@ -95,7 +99,7 @@ for (const kind of ['docker', 'podman', 'containerd'] as const) {
 
   test(`${kind}: a CPU-burning container's series has its id, name and runtime, CPU within 1% of its cpu.stat`, async (t) => {
     if (!ready(t)) return;
-    const c = await startContainer(rt(), `kt-burn-${kind}-${suffix}`, `${BURN}; ${TICKING}`);
+    const c = await startContainer(rt(), `kt-burn-${kind}-${suffix}`, `${LONG_BURN}; ${TICKING}`);
     burners.set(kind, c);
     t.diagnostic(`${kind} container ${c.name} (${c.id}) in cgroup ${c.cgroup}`);
     const want = labelsOf(rt(), c);
@@ -167,4 +171,25 @@ test('runtimes hung: identity from the path, names empty, one log line naming ea
   } finally {
     for (const rt of r.all) process.kill(rt.pid, 'SIGCONT');
   }
+});
+
+test('podman API service stopped: identity from the path, names empty, one log line naming the socket', async (t) => {
+  if (!ready(t)) return;
+  const podman = runtimes!.podman!;
+  const c = burners.get('podman')!;
+  // podman's containers run on without the API service (conmon keeps them); SIGKILL leaves its socket file behind.
+  process.kill(podman.pid, 'SIGKILL');
+  await waitFor('podman service gone', () => {
+    try { process.kill(podman.pid, 0); return undefined; } catch { return true; }
+  });
+  assert.ok(existsSync(podman.socket), 'the killed service left its socket');
+  const stopped = await startExporter(['--config.file', writeConfig(configFor(runtimes!))]);
+  undo.push(() => stopped.stop());
+  const want = { ...labelsOf(podman, c), container_name: '' };
+  await until(`podman stopped: series ${JSON.stringify(want)}`, (s) => find(s, CPU, want).length === 1 || undefined, stopped);
+  await until('a log line for the stopped runtime', () => stopped.stderr().includes(`socket ${podman.socket}:`) || undefined, stopped);
+  const lines = stopped.stderr().split('\n').filter((l) => l.includes(`container names: podman socket ${podman.socket}:`));
+  t.diagnostic(lines[0] ?? '');
+  assert.equal(lines.length, 1);
+  assert.match(lines[0]!, /ECONNREFUSED/);
 });

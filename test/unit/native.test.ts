@@ -21,11 +21,11 @@ import { existsSync, readFileSync } from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { setTimeout as sleep } from 'node:timers/promises';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import type { TestContext } from 'node:test';
 import { ROOT, IN_CI, hasTool, requireBpf, requireTool } from '../helpers/env.js';
+import { waitFor } from '../helpers/wait.js';
 import { loadNative, type BpfObjectHandle, type MapBatch, type NativeBinding, type NativeError, type OpenOptions } from '../../src/bpf/native.js';
 
 const FIXTURE_DIR = path.join(ROOT, 'bpf/out/test');
@@ -123,14 +123,27 @@ function progExists(id: number): boolean {
 }
 
 async function waitGone(ids: number[], step?: () => void): Promise<number[]> {
-  const deadline = Date.now() + 5000;
   let left = ids.filter(progExists);
-  while (left.length && Date.now() < deadline) {
+  await waitFor('the programs to be freed', () => {
     step?.();
-    await sleep(50);
     left = left.filter(progExists);
-  }
+    return left.length === 0;
+  }, 5000).catch(() => undefined);
   return left;
+}
+
+/**
+ * Waits until a map stops changing: runs of a program that started before
+ * it was detached or disabled may still be adding to it.
+ */
+async function quiesced(obj: BpfObjectHandle, map: string): Promise<void> {
+  let last = '';
+  await waitFor(`${map} to stop changing`, async () => {
+    const now = String((await obj.readMap(map)).values);
+    const same = now === last;
+    last = now;
+    return same;
+  }, 5000, 20);
 }
 
 /** Counts sched_switch events (rodata and max_entries as given), then stops counting. */
@@ -139,11 +152,9 @@ async function countSwitches(native: NativeBinding, options: OpenOptions) {
   obj.updateElem('percpu_counts', u32(0), u64(0, 0, 0));
   obj.attach();
   obj.updateElem('enabled', u32(0), u64(1));
-  await sleep(100);
   stirAllCpus();
-  await sleep(100);
   obj.updateElem('enabled', u32(0), u64(0));
-  await sleep(100); // let running invocations finish
+  await quiesced(obj, 'percpu_counts');
   return obj;
 }
 
@@ -470,10 +481,9 @@ test('an attach failure is EATTACH naming the program, and leaves nothing attach
     return true;
   });
   // ktn_count, attached first, may have run until the failure detached it again.
-  await sleep(50);
+  await quiesced(obj, 'atomic_counts');
   const before = word(await obj.readMap('atomic_counts'), 0, 0);
   stirAllCpus();
-  await sleep(50);
   assert.equal(word(await obj.readMap('atomic_counts'), 0, 0), before, 'ktn_count was detached again');
   obj.close();
 });

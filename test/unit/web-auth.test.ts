@@ -46,7 +46,9 @@ test('checks run off the event loop; more than MAX_PENDING_CHECKS at once are an
   const busy = done.filter((d) => d.r === 'busy');
   assert.equal(done.filter((d) => d.r === 'denied').length, MAX_PENDING_CHECKS, 'the bounded ones were checked');
   assert.equal(busy.length, 20 - MAX_PENDING_CHECKS);
-  assert.ok(busy.every((d) => d.ms < 10), `busy answers at once (slowest ${Math.max(...busy.map((d) => d.ms)).toFixed(1)} ms)`);
+  // "At once": before any check finished, whatever the machine's load.
+  const firstDenied = Math.min(...done.filter((d) => d.r === 'denied').map((d) => d.ms));
+  assert.ok(busy.every((d) => d.ms < firstDenied), `busy answers before any check ends (slowest ${Math.max(...busy.map((d) => d.ms)).toFixed(1)} ms, first check ${firstDenied.toFixed(1)} ms)`);
   const wallMs = Math.max(...done.map((d) => d.ms));
   assert.ok(elu.active < wallMs / 2, `bcrypt ran off the event loop (loop active ${elu.active.toFixed(1)} ms of ${wallMs.toFixed(1)} ms)`);
 });
