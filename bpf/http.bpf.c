@@ -97,6 +97,13 @@ struct pending {
 	__u32 kind;
 };
 
+/* Never read: puts the enums userspace decodes in the object's BTF (see src/bpf/layout.ts). */
+const volatile struct {
+	enum role role;
+	enum method method;
+	enum drop_slot drop_slot;
+} kt_layouts;
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);

@@ -10,12 +10,14 @@
  * whose process exited or that were replaced without close().
  */
 import { readdirSync, readFileSync, readlinkSync, existsSync } from 'node:fs';
+import path from 'node:path';
 import { z } from 'zod';
+import { encode, enumValues, mapLayout, wordIndex, type ObjectBtf } from '../bpf/layout.js';
 import type { BpfObjectHandle, MapBatch } from '../bpf/native.js';
 import { decodeHistogram, HIST_WORDS } from '../model/histogram.js';
 import { defineMetric } from '../model/metric.js';
 import { histogramFamily, type RawFamily, type RawHistogramPoint } from '../model/snapshot.js';
-import { expireCgroupEntries, u64Key } from './common.js';
+import { checkDropsMap, checkHistValue, expireCgroupEntries } from './common.js';
 import { formatAddress, portRange } from './tcp.js';
 import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
 
@@ -36,16 +38,35 @@ export const httpMetrics = {
   }),
 } as const;
 
-/** enum method in bpf/http.bpf.c. */
-const METHODS = ['_OTHER', 'GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH', 'CONNECT', 'TRACE'] as const;
-const ROLE_CLIENT = 1;
+/** enum method in bpf/http.bpf.c, by enumerator: the label. Values come from the object's BTF. */
+const METHOD_LABELS: Record<string, string> = {
+  M_OTHER: '_OTHER', M_GET: 'GET', M_POST: 'POST', M_PUT: 'PUT', M_DELETE: 'DELETE', M_HEAD: 'HEAD', M_OPTIONS: 'OPTIONS',
+  M_PATCH: 'PATCH', M_CONNECT: 'CONNECT', M_TRACE: 'TRACE',
+};
 const OVERFLOW_ID = 0xffff_ffff_ffff_ffffn;
 const OVERFLOW = '~overflow';
-const REQ_KEY_SIZE = 32;
-const CONN_KEY_SIZE = 8;
-/** struct conn: 88 bytes; see the offsets in seedConnections(). */
-const CONN_SIZE = 88;
-const CONN_INO_WORD = 2;
+
+/** What the collector reads from bpf/http.bpf.c, checked once against the object's BTF at load. */
+export function httpLayouts(btf: ObjectBtf, object = 'http.bpf.o') {
+  const site = { collector: 'http', object };
+  const method = enumValues(btf, site, 'method', Object.keys(METHOD_LABELS), { exhaustive: true });
+  const role = enumValues(btf, site, 'role', ['ROLE_UNKNOWN', 'ROLE_CLIENT', 'ROLE_SERVER'], { exhaustive: true });
+  const dropSlot = enumValues(btf, site, 'drop_slot', ['DROP_REQS', 'DROP_CONNS', 'DROP_PENDING'], { exhaustive: true });
+  checkHistValue(btf, site, 'reqs');
+  checkDropsMap(btf, site);
+  const methodLabel: string[] = [];
+  for (const [name, v] of Object.entries(method)) methodLabel[v] = METHOD_LABELS[name]!;
+  return {
+    reqKey: mapLayout(btf, site, 'reqs', 'key', { cgroup_id: 8, peer: 16, server_port: 2, status: 2, method: 1, role: 1 }),
+    connKey: mapLayout(btf, site, 'conns', 'key', { tgid: 4, fd: 4 }),
+    conn: mapLayout(btf, site, 'conns', 'value', { peer: 16, ino: 8, local_port: 2, peer_port: 2, tries: 1 }),
+    connInoWord: wordIndex(mapLayout(btf, site, 'conns', 'value', { ino: 8 }), { ...site, map: 'conns' }).ino,
+    methodLabel,
+    roleClient: role.ROLE_CLIENT!,
+    dropSlot,
+  };
+}
+type HttpLayouts = ReturnType<typeof httpLayouts>;
 /** Data events a socket from before kerntap gets to show HTTP before it is forgotten. */
 const TRIES_PREEXISTING = 8;
 /** How often entries of exited processes and replaced fds are looked for. */
@@ -143,44 +164,33 @@ export function existingSockets(limit: number): ExistingSocket[] {
   return out;
 }
 
-function connKey(tgid: number, fd: number): Buffer {
-  const k = Buffer.alloc(CONN_KEY_SIZE);
-  k.writeUInt32LE(tgid, 0);
-  k.writeUInt32LE(fd, 4);
-  return k;
-}
-
 /** A struct conn for a socket from before kerntap: role unknown until its data shows it. */
-function connValue(s: ExistingSocket): Buffer {
-  const v = Buffer.alloc(CONN_SIZE);
-  s.peer.copy(v, 0);
-  v.writeBigUInt64LE(s.ino, 16);
-  v.writeUInt16LE(s.localPort, 64);
-  v.writeUInt16LE(s.peerPort, 66);
-  v.writeUInt8(TRIES_PREEXISTING, 75);
-  return v;
+function connValue(L: HttpLayouts, s: ExistingSocket): Buffer {
+  return encode(L.conn, { peer: s.peer, ino: s.ino, local_port: s.localPort, peer_port: s.peerPort, tries: TRIES_PREEXISTING });
 }
 
 class HttpCollector implements CollectorInstance {
   readonly objects: BpfObjectHandle[];
-  readonly dropSlots = [
-    { slot: 0, map: 'reqs' },
-    { slot: 1, map: 'conns' },
-    { slot: 2, map: 'pending' },
-  ];
+  readonly dropSlots;
   private lastGcMs = 0;
 
   constructor(
     private readonly obj: BpfObjectHandle,
     private readonly ctx: CollectorContext,
+    private readonly layouts: HttpLayouts,
   ) {
     this.objects = [obj];
+    this.dropSlots = [
+      { slot: layouts.dropSlot.DROP_REQS, map: 'reqs' },
+      { slot: layouts.dropSlot.DROP_CONNS, map: 'conns' },
+      { slot: layouts.dropSlot.DROP_PENDING, map: 'pending' },
+    ];
   }
 
   /** Puts the sockets open before kerntap into the connection table (those the kernel has not learned meanwhile). */
   seedConnections(sockets: ExistingSocket[]): number {
     let added = 0;
-    for (const s of sockets) if (this.obj.updateElem('conns', connKey(s.tgid, s.fd), connValue(s), true)) added++;
+    for (const s of sockets) if (this.obj.updateElem('conns', encode(this.layouts.connKey, { tgid: s.tgid, fd: s.fd }), connValue(this.layouts, s), true)) added++;
     return added;
   }
 
@@ -188,17 +198,19 @@ class HttpCollector implements CollectorInstance {
     const reqs = await this.obj.readMap('reqs');
     if (nowMs - this.lastGcMs >= GC_INTERVAL_MS) {
       this.lastGcMs = nowMs;
-      this.forgetClosed(await this.obj.readMap('conns'));
+      await this.forgetClosed(await this.obj.readMap('conns'));
     }
     return this.families(reqs);
   }
 
-  private families(batch: MapBatch): RawFamily[] {
+  private async families(batch: MapBatch): Promise<RawFamily[]> {
     const server: RawHistogramPoint[] = [];
     const client: RawHistogramPoint[] = [];
+    const { reqKey: K, methodLabel, roleClient } = this.layouts;
+    const o = K.offset;
     for (let i = 0; i < batch.count; i++) {
-      const key = batch.keys.subarray(i * REQ_KEY_SIZE, (i + 1) * REQ_KEY_SIZE);
-      const id = key.readBigUInt64LE(0);
+      const key = batch.keys.subarray(i * K.size, (i + 1) * K.size);
+      const id = key.readBigUInt64LE(o.cgroup_id);
       const hist = decodeHistogram(batch.values, i * HIST_WORDS);
       if (hist.count === 0) continue;
       const identity = id.toString();
@@ -208,17 +220,17 @@ class HttpCollector implements CollectorInstance {
       }
       const cgroup = this.ctx.cgroups.resolve(id);
       if (this.ctx.cgroups.expired(id)) continue;
-      const port = key.readUInt16LE(24);
+      const port = key.readUInt16LE(o.server_port);
       const serverPort = port === 0 ? 'ephemeral' : String(port);
-      const status = String(key.readUInt16LE(26));
-      const method = METHODS[key.readUInt8(28)] ?? '_OTHER';
-      if (key.readUInt8(29) === ROLE_CLIENT) {
-        client.push({ labels: [cgroup, formatAddress(key.subarray(8, 24)), serverPort, method, status], hist, identity });
+      const status = String(key.readUInt16LE(o.status));
+      const method = methodLabel[key.readUInt8(o.method)] ?? '_OTHER';
+      if (key.readUInt8(o.role) === roleClient) {
+        client.push({ labels: [cgroup, formatAddress(key.subarray(o.peer, o.peer + 16)), serverPort, method, status], hist, identity });
       } else {
         server.push({ labels: [cgroup, serverPort, method, status], hist, identity });
       }
     }
-    expireCgroupEntries(this.obj, 'reqs', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * REQ_KEY_SIZE),
+    await expireCgroupEntries(this.obj, 'reqs', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * K.size + o.cgroup_id),
       (id) => id === OVERFLOW_ID);
     return [histogramFamily(httpMetrics.server, server), histogramFamily(httpMetrics.client, client)];
   }
@@ -229,13 +241,14 @@ class HttpCollector implements CollectorInstance {
    * tracepoint does not see). Without the right to read another process's
    * fds (after dropping privileges), only exits are detected.
    */
-  private forgetClosed(batch: MapBatch): void {
+  private async forgetClosed(batch: MapBatch): Promise<void> {
     const stale: Buffer[] = [];
-    const words = CONN_SIZE / 8;
+    const { connKey: K, conn, connInoWord } = this.layouts;
+    const words = conn.size / 8;
     for (let i = 0; i < batch.count; i++) {
-      const key = batch.keys.subarray(i * CONN_KEY_SIZE, (i + 1) * CONN_KEY_SIZE);
-      const [tgid, fd] = [key.readUInt32LE(0), key.readUInt32LE(4)];
-      const ino = batch.values[i * words + CONN_INO_WORD]!;
+      const key = batch.keys.subarray(i * K.size, (i + 1) * K.size);
+      const [tgid, fd] = [key.readUInt32LE(K.offset.tgid), key.readUInt32LE(K.offset.fd)];
+      const ino = batch.values[i * words + connInoWord]!;
       let gone: boolean;
       try {
         gone = readlinkSync(`/proc/${tgid}/fd/${fd}`) !== `socket:[${ino}]`;
@@ -245,7 +258,7 @@ class HttpCollector implements CollectorInstance {
       }
       if (gone) stale.push(Buffer.from(key));
     }
-    if (stale.length > 0) this.obj.deleteKeys('conns', Buffer.concat(stale));
+    if (stale.length > 0) await this.obj.deleteKeys('conns', Buffer.concat(stale));
   }
 
   close(): void {
@@ -280,12 +293,11 @@ export const http: CollectorDefinition<HttpConfig> = {
     });
     let collector: HttpCollector;
     try {
-      const overflow = Buffer.alloc(REQ_KEY_SIZE);
-      u64Key(OVERFLOW_ID).copy(overflow);
-      obj.updateElem('reqs', overflow, Buffer.alloc(HIST_WORDS * 8));
+      const layouts = httpLayouts(obj.btf(), path.basename(ctx.objectPath('http')));
+      obj.updateElem('reqs', encode(layouts.reqKey, { cgroup_id: OVERFLOW_ID }), Buffer.alloc(HIST_WORDS * 8));
       // Attached first, so that a connection closed during the scan is not left behind.
       obj.attach();
-      collector = new HttpCollector(obj, ctx);
+      collector = new HttpCollector(obj, ctx, layouts);
       const seeded = collector.seedConnections(existingSockets(config.max_connections));
       ctx.log.debug({ collector: 'http', connections: seeded }, 'tracking TCP connections open before start');
     } catch (err) {
