@@ -35,7 +35,8 @@ test('a full flow map: overflow counted, the rest summed under ~overflow, tracke
   // even when the machine's other connections took some first.
   const PEERS = 80;
   await startServer(server, `server 0.0.0.0 ${p} ${N}`);
-  const before = parseExposition(await e.scrape());
+  // A poll has run and shows traffic (its own scrapes at least), so every series below exists.
+  const before = await waitForPoll(e, undefined, { until: (x) => find(x, 'kerntap_tcp_sent_bytes_total').length > 0 });
   // One connection to each of 127.0.0.1 … 127.0.0.80: 80 client flows.
   const code = await client.runToEnd(`for i in $(seq 1 ${PEERS}); do python3 ${TRAFFIC} client 127.0.0.$i ${p} ${N} 1 || exit 1; done`);
   assert.equal(code, 0);
