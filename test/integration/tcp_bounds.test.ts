@@ -58,7 +58,8 @@ test('a full flow map: overflow counted, the rest summed under ~overflow, tracke
 
 test('flow_ttl: closed flows end after the TTL; an open, quiet connection keeps its flow', async (t) => {
   if (!requireBpf(t)) return;
-  const e = await exporterWith('    flow_ttl: 1s\n');
+  // Long enough to see the closed flow at the next poll on a loaded machine, short enough to wait for.
+  const e = await exporterWith('    flow_ttl: 3s\n');
   const server = fixtures.cgroup('kt-ttl-srv');
   const closedClient = fixtures.cgroup('kt-ttl-closed');
   const openClient = fixtures.cgroup('kt-ttl-open');
@@ -66,17 +67,18 @@ test('flow_ttl: closed flows end after the TTL; an open, quiet connection keeps 
   const N = 5_000;
   await startServer(server, `server 127.0.0.1 ${p} ${N}`);
   assert.equal(await closedClient.runToEnd(`python3 ${TRAFFIC} client 127.0.0.1 ${p} ${N} 2`), 0);
-  const hold = openClient.run(`python3 ${TRAFFIC} hold 127.0.0.1 ${p} ${N} 1`, 'pipe');
-  await waitForLine(hold, 'ready');
   let s = await waitForPoll(e);
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: closedClient.label }), 2 * N, 'seen while fresh');
+  const hold = openClient.run(`python3 ${TRAFFIC} hold 127.0.0.1 ${p} ${N} 1`, 'pipe');
+  await waitForLine(hold, 'ready');
+  s = await waitForPoll(e);
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: openClient.label }), N);
 
-  // Expiry runs at a poll once the TTL has passed: well within 10 s.
+  // Expiry runs at a poll once the TTL has passed: well within 15 s.
   s = await waitFor('the closed flow to expire', async () => {
     const now = parseExposition(await e.scrape());
     return find(now, 'kerntap_tcp_sent_bytes_total', { cgroup: closedClient.label }).length === 0 && now;
-  }, 10_000);
+  }, 15_000);
   assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', { cgroup: openClient.label }), N, 'open connection\'s flow kept');
   assert.equal(total(s, 'kerntap_tcp_connections_active', { cgroup: openClient.label }), 1);
 });
