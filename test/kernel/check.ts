@@ -13,7 +13,7 @@ import { release } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BIN } from '../helpers/env.js';
-import { sleep, startExporter, stopAndWatchUnload, type Exporter } from '../helpers/exporter.js';
+import { sleep, startExporter, stopAndWatchUnload, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { find, parseExposition, value, type Sample } from '../helpers/exposition.js';
 import { Cleanups, exited, freePort, runClient, startServer, tcpMib, totalOrZero } from '../helpers/net.js';
 import { CgroupPool, ConnectionPool } from '../helpers/load.js';
@@ -34,12 +34,24 @@ function expect(ok: boolean, why: string): asserts ok {
   if (!ok) fail(why);
 }
 
-/** Polls `read` until `done` holds (or `ms` pass); returns the last reading. */
+/**
+ * Polls `read` until `done` holds (or `ms` pass); returns the last reading.
+ * A read that throws (a series not there before the first poll) counts as
+ * not done yet; if it still throws at the end, that error is the failure.
+ */
 async function until<T>(read: () => Promise<T> | T, done: (v: T) => boolean, ms = 15_000): Promise<T> {
   const t0 = Date.now();
   for (;;) {
-    const v = await read();
-    if (done(v) || Date.now() - t0 > ms) return v;
+    let v: T | undefined;
+    let error: unknown;
+    try {
+      v = await read();
+    } catch (err) {
+      error = err;
+    }
+    const over = Date.now() - t0 > ms;
+    if (error === undefined && (done(v as T) || over)) return v as T;
+    if (error !== undefined && over) throw error;
     await sleep(250);
   }
 }
@@ -158,7 +170,8 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
   const fixtures = new Cleanups();
   let exporter: Exporter;
   try {
-    exporter = await startExporter([], { timeoutMs: 180_000 });
+    // The opt-in collectors too: the matrix proves that every collector loads.
+    exporter = await startExporter(['--config.file', writeConfig('collectors:\n  http:\n    enabled: true\n')], { timeoutMs: 180_000 });
   } catch (err) {
     run.failRest(MATRIX_CHECKS, `kerntap did not start: ${(err as Error).message.split('\n').filter(Boolean).slice(-1)[0]}`);
     return;
