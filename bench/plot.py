@@ -2,6 +2,7 @@
 
     plot.py growth bench/results/full.json bench/results/growth.png
     plot.py soak bench/results/soak.json bench/results/soak.png
+    plot.py cpus bench/results/cpus.json bench/results/cpus.png
 """
 import json
 import sys
@@ -67,6 +68,32 @@ def growth_figure(results_path: str, png_path: str) -> None:
     fig.savefig(png_path, dpi=90)
 
 
+# Per-CPU hashes, before the shared maps (issue 10, measured in a Linux 6.1 VM):
+# possible CPUs -> map memlock in MB.
+PERCPU_BEFORE_MB = {2: 14, 64: 307, 192: 920}
+
+
+def cpus_figure(results_path: str, png_path: str) -> None:
+    with open(results_path, encoding="utf-8") as f:
+        res = json.load(f)
+    rows = sorted(res["rows"], key=lambda r: r["possible_cpus"])
+    cpus = [r["possible_cpus"] for r in rows]
+    fig, ax = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig.suptitle(f"kerntap: cost vs possible CPUs (Linux {res['kernel']} VM, default config, idle)")
+    a = ax[0]
+    a.plot(cpus, [r["idle"]["memlock_bytes"] / 1e6 for r in rows], marker="o", label="shared hashes (now)")
+    a.plot(list(PERCPU_BEFORE_MB), list(PERCPU_BEFORE_MB.values()), marker="x", linestyle="--", label="per-CPU hashes (before)")
+    a.set(title="BPF map memory (fdinfo memlock)", xlabel="possible CPUs", ylabel="MB", ylim=(0, None))
+    a.legend()
+    a = ax[1]
+    a.plot(cpus, [r["idle"]["rss_bytes"] / 1e6 for r in rows], marker="o", label="RSS, idle")
+    a.axhline(192 * 1.048576, color="grey", linestyle=":", label="DaemonSet limit (192Mi)")
+    a.set(title="kerntap RSS", xlabel="possible CPUs", ylabel="MB", ylim=(0, None))
+    a.legend()
+    fig.tight_layout()
+    fig.savefig(png_path, dpi=100)
+
+
 def soak_figure(results_path: str, png_path: str) -> None:
     with open(results_path, encoding="utf-8") as f:
         res = json.load(f)
@@ -101,4 +128,4 @@ def soak_figure(results_path: str, png_path: str) -> None:
 
 
 if __name__ == "__main__":
-    {"growth": growth_figure, "soak": soak_figure}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    {"growth": growth_figure, "soak": soak_figure, "cpus": cpus_figure}[sys.argv[1]](sys.argv[2], sys.argv[3])

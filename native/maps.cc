@@ -120,9 +120,13 @@ class ReadMapWorker : public PromiseWorker {
   void Execute() override {
     // Chunks double from the configured size up to the map's size, within
     // 8 MiB of per-CPU values per call (the kernel allocates as much again).
+    // The first chunk is no larger than the map either: a small per-CPU map
+    // on a 192-CPU node would otherwise get a buffer of batch x value x 192
+    // (megabytes) at every poll, which the allocator keeps.
     uint32_t by_bytes = static_cast<uint32_t>(std::max<size_t>(1, kMaxChunkBytes / (value_size_ * (percpu_ ? ncpu_ : 1))));
-    uint32_t max_chunk = std::max(chunk_, std::min({max_entries_, by_bytes, kMaxChunk}));
-    int rc = ReadWholeMap(fd_, key_size_, value_size_, percpu_, ncpu_, chunk_, max_chunk, &result_);
+    uint32_t max_chunk = std::max<uint32_t>(1, std::min({max_entries_, by_bytes, kMaxChunk}));
+    uint32_t first = std::min(chunk_, max_chunk);
+    int rc = ReadWholeMap(fd_, key_size_, value_size_, percpu_, ncpu_, first, max_chunk, &result_);
     if (rc != 0) Fail(-rc, "reading map " + name_ + ": " + ErrText(-rc));
   }
 
