@@ -154,6 +154,28 @@ void BpfObject::Load(Napi::Env env, size_t log_size) {
     e.Set("verifierLog", Napi::String::New(env, TailBytes(log, kVerifierLogKeep)));
     throw e;
   }
+  // A map the kernel would not create ("map 'x': failed to create: ..."):
+  // name it and what it asked for, which is what the user can change.
+  size_t m = printed.rfind("map '");
+  if (m != std::string::npos && printed.find("failed to create", m) != std::string::npos) {
+    size_t q = printed.find("'", m + 5);
+    std::string name = q == std::string::npos ? "" : printed.substr(m + 5, q - m - 5);
+    struct bpf_map* map = bpf_object__find_map_by_name(obj_, name.c_str());
+    if (map) {
+      const bool percpu = IsPerCpu(bpf_map__type(map));
+      const double value = ((bpf_map__value_size(map) + 7) & ~7u) * (percpu ? static_cast<double>(ncpu_) : 1.0);
+      const double bytes = static_cast<double>(bpf_map__max_entries(map)) * (bpf_map__key_size(map) + value);
+      char wanted[64];
+      snprintf(wanted, sizeof wanted, "%.1f MiB", bytes / (1 << 20));
+      std::string why = err == EPERM ? " (before Linux 5.11 maps count against RLIMIT_MEMLOCK: raise it, or give CAP_SYS_RESOURCE)" : "";
+      Napi::Error e = ErrnoError(env, err, what_ + ": cannot create map " + name + ": " + ErrText(err) + ": it wanted about " +
+                                               wanted + " (" + std::to_string(bpf_map__max_entries(map)) + " entries of " +
+                                               std::to_string(bpf_map__key_size(map)) + " + " + std::to_string(bpf_map__value_size(map)) +
+                                               " bytes" + (percpu ? " x " + std::to_string(ncpu_) + " possible CPUs" : "") + ")" + why);
+      e.Set("map", Napi::String::New(env, name));
+      throw e;
+    }
+  }
   if (err == EPERM || err == EACCES) {
     Napi::Error e = ErrnoError(env, err, what_ + ": permission denied: needs CAP_BPF" +
                                              std::string(tracing ? " and CAP_PERFMON" : "") + " (or root)");

@@ -277,6 +277,12 @@ test('bad options name what is wrong', (t) => {
   });
   assert.throws(() => new native.BpfObject(f, { maxEntries: { no_such_map: 8 } }), (e: NativeError) => e.code === 'ENOENT' && e.message.includes('no_such_map'));
   assert.throws(() => new native.BpfObject(f, { skipPrograms: ['no_such_prog'] }), (e: NativeError) => e.code === 'ENOENT' && e.message.includes('no_such_prog'));
+  // A map the kernel refuses to create is named, with the memory it asked for.
+  assert.throws(() => new native.BpfObject(f, { maxEntries: { percpu_counts: 200_000_000 } }), (e: NativeError & { map?: string }) => {
+    assert.equal(e.map, 'percpu_counts');
+    assert.match(e.message, /cannot create map percpu_counts: .*wanted about \d+\.\d MiB \(200000000 entries of 4 \+ 24 bytes x \d+ possible CPUs\)/);
+    return true;
+  });
 });
 
 test('batched reads return exactly what was written, beyond one batch and with buckets larger than a batch', async (t) => {
