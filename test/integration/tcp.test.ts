@@ -41,6 +41,28 @@ test('loopback: M connections × N bytes are counted exactly on both sides, afte
   assert.equal(total(s, 'kerntap_tcp_listeners', { cgroup: server.label, port: String(p), comm: 'python3' }), 1);
 });
 
+test('one cgroup serving two ports: server_port tells each service\'s exact bytes apart, on both roles', async (t) => {
+  if (!requireBpf(t)) return;
+  const server = fixtures.cgroup('kt-tcp-2srv');
+  const client = fixtures.cgroup('kt-tcp-2cli');
+  const [p1, p2] = [await freePort(), await freePort()];
+  const [N1, M1, N2, M2] = [30_000, 3, 70_000, 5];
+  await startServer(server, `server 127.0.0.1 ${p1} ${N1}`);
+  await startServer(server, `server 127.0.0.1 ${p2} ${N2}`);
+  await runClient(client, `client 127.0.0.1 ${p1} ${N1} ${M1}`);
+  await runClient(client, `client 127.0.0.1 ${p2} ${N2} ${M2}`);
+  const s = await settled();
+  for (const [port, bytes] of [[p1, M1 * N1], [p2, M2 * N2]] as const) {
+    for (const [cgroup, role] of [[server.label, 'server'], [client.label, 'client']] as const) {
+      const labels = { cgroup, role, peer: '127.0.0.1', server_port: String(port) };
+      assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', labels), bytes, `${role} on port ${port} sent`);
+      assert.equal(total(s, 'kerntap_tcp_received_bytes_total', labels), bytes, `${role} on port ${port} received`);
+    }
+  }
+  // No server flow is folded to "ephemeral": the server side is keyed by its listening port.
+  assert.deepEqual(find(s, 'kerntap_tcp_sent_bytes_total', { cgroup: server.label, server_port: 'ephemeral' }), []);
+});
+
 test('live connections: counters and the active gauge agree with ss -ti', async (t) => {
   if (!requireBpf(t)) return;
   const server = fixtures.cgroup('kt-tcp-srv');
