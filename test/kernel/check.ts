@@ -39,7 +39,7 @@ function expect(ok: boolean, why: string): asserts ok {
  * A read that throws (a series not there before the first poll) counts as
  * not done yet; if it still throws at the end, that error is the failure.
  */
-async function until<T>(read: () => Promise<T> | T, done: (v: T) => boolean, ms = 15_000): Promise<T> {
+async function until<T>(read: () => Promise<T> | T, done: (v: T) => boolean, ms = 45_000): Promise<T> {
   const t0 = Date.now();
   for (;;) {
     let v: T | undefined;
@@ -264,10 +264,14 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       const opens = mib1.ActiveOpens! - mib0.ActiveOpens!;
       const fails = mib1.AttemptFails! - mib0.AttemptFails!;
       expect(opens === Mc + K && fails === K, `the kernel counted ActiveOpens +${opens}, AttemptFails +${fails}; want +${Mc + K}, +${K}`);
+      // Until a poll has seen the refused connects, the failure metric may have
+      // no series at all: read as 0 while waiting; the comparison below fails
+      // if it never shows.
+      const sum = (s: Sample[], name: string, labels: Record<string, string>) => find(s, name, labels).reduce((n, x) => n + x.value, 0);
       const read = async () => {
         const s = await scrape();
-        return [totalOrZero(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: cli.label }),
-          totalOrZero(s, 'kerntap_tcp_connects_failed_total', { cgroup: cli.label, peer: ns.hostAddr, server_port: String(closed), reason: 'refused' })];
+        return [sum(s, 'kerntap_tcp_connect_duration_seconds_count', { cgroup: cli.label }),
+          sum(s, 'kerntap_tcp_connects_failed_total', { cgroup: cli.label, peer: ns.hostAddr, server_port: String(closed), reason: 'refused' })];
       };
       const [ok, refused] = await until(read, ([a, b]) => a === opens - fails && b === fails);
       if (ok !== opens - fails || refused !== fails) {
