@@ -80,7 +80,9 @@ int BPF_PROG(cgroup_cpu_switch, bool preempt, struct task_struct *prev,
 
 	/* Idle (pid 0) is no cgroup's time. prev's cgroup is read now, not at
 	 * switch-in, so a task moved between cgroups while running is charged
-	 * where the kernel's own cpu.stat charges it. Fields are read directly
+	 * to the cgroup it is in now; cpu.stat splits that one slice at the
+	 * move (no switch happens there), so the slice's part before the move
+	 * lands in the new cgroup here. Fields are read directly
 	 * through the BTF pointers (no probe-read helper calls): it's the
 	 * hottest hook there is. */
 	prev_pid = prev->pid;

@@ -31,7 +31,11 @@ export class TestCgroup {
 
   /** Runs a shell command inside this cgroup (the shell moves itself in, then execs). */
   run(command: string, stdout: 'ignore' | 'pipe' = 'ignore'): ChildProcess {
-    const child = spawn('/bin/sh', ['-c', `echo $$ > '${this.abs}/cgroup.procs' && exec /bin/sh -c '${command.replace(/'/g, `'\\''`)}'`], {
+    // The shell waits on a child once before it moves itself (a context
+    // switch), so the slice in which it moves is microseconds old: kerntap
+    // charges a running slice to the cgroup a task is in at its switch-out,
+    // while cpu.stat splits it at the move.
+    const child = spawn('/bin/sh', ['-c', `/bin/true; echo $$ > '${this.abs}/cgroup.procs' && exec /bin/sh -c '${command.replace(/'/g, `'\\''`)}'`], {
       stdio: ['ignore', stdout, 'inherit'],
     });
     this.children.push(child);
