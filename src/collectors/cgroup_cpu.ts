@@ -59,6 +59,8 @@ class CgroupCpuCollector implements CollectorInstance {
     private readonly obj: BpfObjectHandle,
     private readonly ctx: CollectorContext,
     private readonly layouts: CgroupCpuLayouts,
+    /** cpu_ns's max_entries, the overflow key included. */
+    private readonly capacity: number,
   ) {
     this.objects = [obj];
     this.dropSlots = [{ slot: layouts.dropSlot.DROP_CPU_NS, map: 'cpu_ns' }];
@@ -85,11 +87,17 @@ class CgroupCpuCollector implements CollectorInstance {
       const execNs = running.values[i * runningWords + W.exec_ns]!;
       if (tid !== 0n && execNs >= (switchedIn.get(tid) ?? 0n)) switchedIn.set(tid, execNs);
     }
+    // A slice is charged where the switch-out will put it: to a cgroup
+    // absent from a full map, that is ~overflow. Charging it to the cgroup
+    // would give an overflowed cgroup a series holding only its running
+    // slices, and count those slices twice (again in ~overflow at switch-out).
+    const full = totals.count >= this.capacity;
     for (const [tid, execNs] of switchedIn) {
       const now = this.runTimeOf(tid);
       if (now === undefined || now <= execNs) continue; // exited since: its slice is in the totals at the next poll
-      const id = this.currentCgroupOf(tid);
+      let id = this.currentCgroupOf(tid);
       if (id === undefined) continue;
+      if (full && !nsById.has(id)) id = OVERFLOW_KEY;
       nsById.set(id, (nsById.get(id) ?? 0n) + (now - execNs));
     }
 
@@ -159,6 +167,6 @@ export const cgroupCpu: CollectorDefinition<CgroupCpuConfig> = {
       obj.close();
       throw err;
     }
-    return new CgroupCpuCollector(obj, ctx, layouts);
+    return new CgroupCpuCollector(obj, ctx, layouts, config.max_cgroups + 1);
   },
 };
