@@ -24,14 +24,29 @@ function lastLine(file) {
   return readFileSync(file, 'utf8').split('\n').map((l) => l.trim()).filter(Boolean).slice(-1)[0] ?? '';
 }
 
+/** Why vm-test.sh booted a guest twice (its first boot left no final result), or undefined. */
+function firstBootOf(base) {
+  const console = path.join(base, 'first-boot.console.log');
+  if (!existsSync(console)) return undefined;
+  const result = path.join(base, 'first-boot.result.json');
+  const running = existsSync(result) ? JSON.parse(readFileSync(result, 'utf8')).running : undefined;
+  return `${running ? `stopped during check ${running}` : 'no result'}; console: ${lastLine(console).slice(0, 200) || 'empty'}`;
+}
+
 /** One run's result; a run that wrote none (hang, crash, boot failure) becomes a failure saying so. */
 export function readRun(dir, name) {
   const base = path.join(dir, name);
   const seconds = Number(existsSync(path.join(base, 'seconds')) ? readFileSync(path.join(base, 'seconds'), 'utf8') : NaN);
   const file = path.join(base, 'result.json');
-  if (existsSync(file)) return { name, wall_seconds: seconds, ...JSON.parse(readFileSync(file, 'utf8')) };
   const timeout = existsSync(path.join(base, 'timeout')) ? readFileSync(path.join(base, 'timeout'), 'utf8').trim() : '';
   const why = timeout || `no result; console: ${lastLine(path.join(base, 'console.log')).slice(0, 200) || 'empty'}`;
+  const firstBoot = firstBootOf(base);
+  if (existsSync(file)) {
+    const run = { name, wall_seconds: seconds, ...JSON.parse(readFileSync(file, 'utf8')), ...(firstBoot ? { first_boot: firstBoot } : {}) };
+    // Written at the start of every check: the guest stopped during `running`.
+    if (run.incomplete) run.checks = [...run.checks, { check: run.running, status: 'fail', reason: `the guest stopped during this check: ${why}` }];
+    return run;
+  }
   return { name, wall_seconds: seconds, kernel: name, release: '?', checks: [{ check: name === 'memory-192' ? 'memory-192' : 'run', status: 'fail', reason: why }] };
 }
 
@@ -92,6 +107,7 @@ function matrix(values, names) {
     for (const c of run.checks) rows.push([`${run.name} (${run.release})`, c.check, c.status.toUpperCase(), c.reason]);
   }
   console.log(pad(rows));
+  for (const run of runs) if (run.first_boot) console.log(`\nnote: ${run.name} was booted twice; its first boot ${run.first_boot}`);
   console.log(`\ntime per kernel: ${runs.map((r) => `${r.name} ${r.wall_seconds} s`).join(', ')}`);
   writeFileSync(values.out, `${JSON.stringify({ runs }, null, 2)}\n`);
   if (values.docs) {

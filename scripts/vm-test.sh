@@ -176,9 +176,22 @@ EOF
     PATH=$VM/venv/bin:$VM/virtiofsd/bin:$PATH timeout --kill-after=10 "$guest_timeout" \
       "$VM/venv/bin/vng" --run "$image" --disable-kvm --disable-microvm --cpus "$cpus" --memory 2G --append mitigations=off \
       --rwdir "$out" --exec "$out/guest.sh" </dev/null >"$out/console.log" 2>&1 || rc=$?
+    [[ $attempt -eq 1 ]] || break
     # Seen once: vng gave up within seconds, printing nothing. Boot again once.
-    [[ $rc -ne 0 && ! -s $out/console.log && $((SECONDS - t0)) -lt 20 ]] || break
-    say "$name: the VM exited at once without output (exit $rc); booting it again"
+    if [[ $rc -ne 0 && ! -s $out/console.log && $((SECONDS - t0)) -lt 20 ]]; then
+      say "$name: the VM exited at once without output (exit $rc); booting it again"
+      continue
+    fi
+    # Seen once under TCG: a guest that stopped mid-run and wrote no final
+    # result. Boot it again once; the first boot's files stay beside the second's.
+    if [[ ! -s $out/result.json ]] || grep -q '"incomplete": true' "$out/result.json"; then
+      local running
+      running=$(sed -n 's/.*"running": "\(.*\)".*/\1/p' "$out/result.json" 2>/dev/null)
+      say "$name: the guest left no final result (exit $rc${running:+, during check $running}); booting it again"
+      for f in console.log result.json; do [[ -e $out/$f ]] && mv "$out/$f" "$out/first-boot.$f"; done
+      continue
+    fi
+    break
   done
   echo "$((SECONDS - t0))" >"$out/seconds"
   return $rc

@@ -114,8 +114,12 @@ function offReason(stderr: string, collector: string): string {
 class Runner {
   readonly results: CheckResult[] = [];
 
+  /** `progress(running)` records the results so far, so a guest that hangs or dies still names the check it died in. */
+  constructor(private readonly progress: (running: string) => void = () => {}) {}
+
   async check(name: string, fn: () => Promise<string>): Promise<void> {
     const t0 = Date.now();
+    this.progress(name);
     let status: Status = 'pass';
     let reason: string;
     try {
@@ -441,17 +445,20 @@ async function main(): Promise<void> {
     return;
   }
   hostNodeMs = Number(values['host-node-ms'] ?? 0);
-  const run = new Runner();
   const t0 = Date.now();
   const extra: Record<string, unknown> = {};
   const modes: Record<string, (r: Runner, e: Record<string, unknown>) => Promise<void>> = { matrix, memory192, sweep };
   const mode = modes[values.mode!];
   if (!mode) throw new Error(`unknown --mode ${values.mode} (matrix, memory192, sweep)`);
+  const result = (running?: string) => {
+    const r = { kernel: values.kernel, release: release(), possible_cpus: possibleCpus(), mode: values.mode, seconds: (Date.now() - t0) / 1000, checks: run.results, ...extra };
+    return `${JSON.stringify(running === undefined ? r : { ...r, incomplete: true, running }, null, 2)}\n`;
+  };
+  const out = values.out;
+  const run = new Runner(out ? (running) => writeFileSync(out, result(running)) : undefined);
   await mode(run, extra);
-  const result = { kernel: values.kernel, release: release(), possible_cpus: possibleCpus(), mode: values.mode, seconds: (Date.now() - t0) / 1000, checks: run.results, ...extra };
-  const json = `${JSON.stringify(result, null, 2)}\n`;
-  if (values.out) writeFileSync(values.out, json);
-  else process.stdout.write(json);
+  if (out) writeFileSync(out, result());
+  else process.stdout.write(result());
   process.exitCode = run.results.every((r) => r.status !== 'fail') ? 0 : 1;
 }
 

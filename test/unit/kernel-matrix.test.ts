@@ -55,3 +55,21 @@ test('a guest that left no result is a failure naming the timeout or the console
   assert.deepEqual(table.readRun(dir, '5.10').checks, [{ check: 'run', status: 'fail', reason: 'timeout after 420s' }]);
   assert.equal(table.readRun(dir, '6.12').checks[0]!.reason, 'no result; console: Kernel panic - not syncing: VFS');
 });
+
+test('a guest that stopped mid-run fails the check it was in, keeps the checks before it, and a second boot is noted', () => {
+  const dir = mkdtempSync(path.join(tmpdir(), 'kt-matrix-'));
+  mkdirSync(path.join(dir, '6.12'));
+  const partial = { kernel: '6.12', release: '6.12.57', checks: [{ check: 'collectors', status: 'pass', reason: 'all on' }], incomplete: true, running: 'sigterm' };
+  writeFileSync(path.join(dir, '6.12/result.json'), JSON.stringify(partial));
+  writeFileSync(path.join(dir, '6.12/timeout'), 'timeout after 420s\n');
+  assert.deepEqual(table.readRun(dir, '6.12').checks, [
+    { check: 'collectors', status: 'pass', reason: 'all on' },
+    { check: 'sigterm', status: 'fail', reason: 'the guest stopped during this check: timeout after 420s' },
+  ]);
+  mkdirSync(path.join(dir, '6.1'));
+  writeFileSync(path.join(dir, '6.1/first-boot.result.json'), JSON.stringify({ ...partial, running: 'retransmits' }));
+  writeFileSync(path.join(dir, '6.1/first-boot.console.log'), 'check rtt: pass\n');
+  writeFileSync(path.join(dir, '6.1/result.json'), JSON.stringify({ kernel: '6.1', release: '6.1.0', checks: [] }));
+  const run = table.readRun(dir, '6.1') as Run & { first_boot?: string };
+  assert.equal(run.first_boot, 'stopped during check retransmits; console: check rtt: pass');
+});
