@@ -17,6 +17,7 @@ import { find, parseExposition, type Sample } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics } from '../helpers/prometheus.js';
 import { Cleanups, exited, freePort, total, waitForLine } from '../helpers/net.js';
 import type { TestCgroup } from '../helpers/cgroup.js';
+import { waitForPoll } from '../helpers/wait.js';
 import { writeNginxSite } from '../../bench/common.js';
 
 const PEER = path.join(ROOT, 'test/helpers/http_peer.py');
@@ -34,19 +35,10 @@ after(async () => {
   await exporter?.stop();
 });
 
-const scrape = async (): Promise<Sample[]> => parseExposition(await exporter!.scrape());
-
-/** Polls the exposition until `done` holds (or fails after timeoutMs), then once more so that late extras would show. */
+/** Waits for a poll after which `done` holds (or for timeoutMs), then for one whole poll more, so that late extras would show. */
 async function scrapeWhen(done: (s: Sample[]) => boolean, timeoutMs = 20_000): Promise<Sample[]> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const s = await scrape();
-    if (done(s)) break;
-    if (Date.now() > end) return s; // the assertions that follow say what is missing
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  await new Promise((r) => setTimeout(r, 1100)); // two more polls
-  return scrape();
+  await waitForPoll(exporter!, undefined, { until: done, timeoutMs }).catch(() => undefined); // the assertions that follow say what is missing
+  return waitForPoll(exporter!);
 }
 
 async function startPeerServer(cg: TestCgroup, ...ports: number[]): Promise<void> {
@@ -167,14 +159,8 @@ test('a keep-alive connection opened before kerntap started is picked up from it
   assert.equal(await exited(holder), 0);
   const srv = { cgroup: server.label, server_port: String(port) };
   const cli = { cgroup: client.label, server_port: String(port) };
-  const lateScrape = async () => parseExposition(await late.scrape());
-  let s = await lateScrape();
-  for (let i = 0; i < 80 && sum(counts(s, CLIENT, cli)) < n; i++) {
-    await new Promise((r) => setTimeout(r, 250));
-    s = await lateScrape();
-  }
-  await new Promise((r) => setTimeout(r, 1100));
-  s = await lateScrape();
+  await waitForPoll(late, undefined, { until: (s) => sum(counts(s, CLIENT, cli)) >= n }).catch(() => undefined);
+  const s = await waitForPoll(late); // one whole poll more: late extras would show
   assert.deepEqual(counts(s, CLIENT, cli), { 'GET 200': n }, 'client side: every request written after the start');
   // The server's thread was already blocked in recv() when kerntap attached:
   // that read's buffer was never seen, so its request is not counted.
