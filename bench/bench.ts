@@ -857,6 +857,7 @@ async function abCompare(app: App) {
       await requireAllCollectors(k);
       const c0 = await kerntapCounters(k);
       const wrk = app.wrk({ seconds, close });
+      if (wrk.requests === 0) throw new Error(`ab: wrk made no requests to nginx on port ${app.port}`);
       const hooks = hookCosts(c0, await kerntapCounters(k), seconds);
       const ns = Object.values(hooks).reduce((sum, h) => sum + h.nsPerEvent * h.events, 0);
       return { hooks, kernelNsPerRequest: wrk.requests ? ns / wrk.requests : 0, wrk };
@@ -881,8 +882,10 @@ async function abCompare(app: App) {
       aNs: median(both.map((r) => r.a.hooks[hook]!.nsPerEvent)),
       bNs: median(both.map((r) => r.b.hooks[hook]!.nsPerEvent)),
       ratio: both.length ? bootstrapMedian(both.map((r) => r.b.hooks[hook]!.nsPerEvent / r.a.hooks[hook]!.nsPerEvent)) : null,
-      aEventsPerRequest: median(both.map((r) => r.a.hooks[hook]!.events / Math.max(1, r.a.wrk.requests))),
-      bEventsPerRequest: median(both.map((r) => r.b.hooks[hook]!.events / Math.max(1, r.b.wrk.requests))),
+      aEventsPerRequest: median(both.map((r) => r.a.hooks[hook]!.events / r.a.wrk.requests)),
+      bEventsPerRequest: median(both.map((r) => r.b.hooks[hook]!.events / r.b.wrk.requests)),
+      aNsPerRequest: median(both.map((r) => (r.a.hooks[hook]!.nsPerEvent * r.a.hooks[hook]!.events) / r.a.wrk.requests)),
+      bNsPerRequest: median(both.map((r) => (r.b.hooks[hook]!.nsPerEvent * r.b.hooks[hook]!.events) / r.b.wrk.requests)),
     }];
   }));
   return {
