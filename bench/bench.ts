@@ -7,7 +7,8 @@
  *
  * For development, `--only ab --ab DIR1,DIR2 [--rounds N] [--seconds S]
  * [--keep-alive]` compares two builds' BPF objects (bpf/out directories)
- * under this checkout's exporter: see abCompare().
+ * under this checkout's exporter: see abCompare(); `--only breakdown` says
+ * where the hot tcp hooks' ns go: see breakdown().
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
@@ -907,8 +908,53 @@ async function abCompare(app: App) {
   };
 }
 
+/**
+ * Where the ns of the two hot tcp hooks go (dev part, --only breakdown
+ * [--rounds N] [--seconds S]): test/fixtures/bpf/bench_breakdown.bpf.c
+ * attached alone (programs that each add one step: the clock, the socket
+ * cast, socket storage, a histogram add), then kerntap alone, in rounds of
+ * the same workload (a new connection per request). Medians of ns/event.
+ */
+async function breakdown(app: App) {
+  const rounds = positiveOption('rounds', ARGS.rounds, 3);
+  const seconds = positiveOption('seconds', ARGS.seconds, 5);
+  const steps: Record<string, number[]> = {};
+  const add = (name: string, c: { nsPerEvent: number; events: number }) => {
+    if (c.events > 0) (steps[name] ??= []).push(c.nsPerEvent);
+  };
+  const delta = (before: ProgCounters, after: ProgCounters) => {
+    for (const [name, a] of after) {
+      const b = before.get(name) ?? { runTimeNs: 0, runs: 0 };
+      const runs = a.runs - b.runs;
+      add(name, { nsPerEvent: runs > 0 ? (a.runTimeNs - b.runTimeNs) / runs : 0, events: runs });
+    }
+  };
+  for (let r = 0; r < rounds; r++) {
+    const obj = new (loadNative().BpfObject)(path.join(ROOT, 'bpf/out/test/bench_breakdown.bpf.o'));
+    try {
+      obj.attach();
+      const c0 = objectCounters(obj.programs());
+      app.wrk({ seconds, close: true });
+      delta(c0, objectCounters(obj.programs()));
+    } finally {
+      obj.close();
+    }
+    const k = await startExporter(['--config.file', STATS_CONFIG]);
+    try {
+      const c0 = await kerntapCounters(k);
+      app.wrk({ seconds, close: true });
+      const c1 = await kerntapCounters(k);
+      delta(new Map([...c0].filter(([n]) => n.startsWith('tcp_'))), new Map([...c1].filter(([n]) => n.startsWith('tcp_'))));
+    } finally {
+      await k.stop();
+    }
+    log(`breakdown round ${r + 1}: ${Object.entries(steps).map(([n, xs]) => `${n} ${xs[xs.length - 1]!.toFixed(0)}`).join(', ')}`);
+  }
+  return Object.fromEntries(Object.entries(steps).sort().map(([n, xs]) => [n, { medianNs: median(xs), rounds: xs }]));
+}
+
 /** Development parts: run only when named in --only. */
-const DEV_PARTS = { ab: (app: App) => abCompare(app) };
+const DEV_PARTS = { ab: (app: App) => abCompare(app), breakdown: (app: App) => breakdown(app) };
 
 const PARTS = {
   inKernel: (app: App) => inKernelCost(app),
