@@ -4,6 +4,11 @@
  * bpftrace on the same hooks and workload, and the application with kerntap
  * attached vs detached in interleaved rounds. Results go to
  * bench/results/<full|smoke>.json (bench/plot.py draws the growth figure).
+ *
+ * For development, `--only ab --ab DIR1,DIR2 [--rounds N] [--seconds S]
+ * [--keep-alive]` compares two builds' BPF objects (bpf/out directories)
+ * under this checkout's exporter: see abCompare(); `--only breakdown` says
+ * where the hot tcp hooks' ns go: see breakdown().
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
@@ -27,7 +32,13 @@ import { cpuTicks, rssBytes, writeNginxSite } from './common.js';
 import { renderWithPromClient } from '../test/helpers/prom-client-render.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const { values: ARGS } = parseArgs({ options: { smoke: { type: 'boolean' }, only: { type: 'string' } } });
+const { values: ARGS } = parseArgs({
+  options: {
+    smoke: { type: 'boolean' }, only: { type: 'string' },
+    // --only ab
+    ab: { type: 'string' }, rounds: { type: 'string' }, seconds: { type: 'string' }, 'keep-alive': { type: 'boolean' },
+  },
+});
 const SMOKE = ARGS.smoke === true;
 const P = SMOKE
   ? {
@@ -816,6 +827,135 @@ async function httpCost(app: App) {
   };
 }
 
+/** A positive integer option, or a one-line error naming it. */
+function positiveOption(name: string, raw: string | undefined, fallback: number): number {
+  if (raw === undefined) return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name}: expected a positive integer, got ${JSON.stringify(raw)}`);
+  return n;
+}
+
+/**
+ * Dev A/B of two builds' BPF objects (KERNTAP_BPF_DIR), same exporter, same
+ * workload (wrk -> nginx, a new connection per request unless --keep-alive),
+ * in rounds whose order alternates. Per round and side: kernel ns per event
+ * of each hook and kernel ns per request over all hooks (BPF stats, which
+ * both sides pay alike), and the app's CPU per request from its cgroup.
+ * Ratios are B/A per round; medians with a 95% bootstrap interval.
+ */
+async function abCompare(app: App) {
+  const dirs = (ARGS.ab ?? '').split(',').map((d) => path.resolve(d));
+  if (dirs.length !== 2 || dirs.some((d) => d === path.resolve(''))) throw new Error('--ab: expected two bpf/out directories, DIR1,DIR2');
+  for (const d of dirs) if (!existsSync(path.join(d, 'tcp.bpf.o'))) throw new Error(`--ab: no tcp.bpf.o in ${d}`);
+  const rounds = positiveOption('rounds', ARGS.rounds, 6);
+  const seconds = positiveOption('seconds', ARGS.seconds, 5);
+  const close = ARGS['keep-alive'] !== true;
+  type Side = 'a' | 'b';
+  interface SideRound { hooks: Record<string, HookCost>; kernelNsPerRequest: number; wrk: WrkResult }
+  const run = async (dir: string): Promise<SideRound> => {
+    const k = await startExporter(['--config.file', STATS_CONFIG, '--poll.interval', '500ms'], { env: { KERNTAP_BPF_DIR: dir } });
+    try {
+      await requireAllCollectors(k);
+      const c0 = await kerntapCounters(k);
+      const wrk = app.wrk({ seconds, close });
+      if (wrk.requests === 0) throw new Error(`ab: wrk made no requests to nginx on port ${app.port}`);
+      const hooks = hookCosts(c0, await kerntapCounters(k), seconds);
+      const ns = Object.values(hooks).reduce((sum, h) => sum + h.nsPerEvent * h.events, 0);
+      return { hooks, kernelNsPerRequest: wrk.requests ? ns / wrk.requests : 0, wrk };
+    } finally {
+      await k.stop();
+    }
+  };
+  const got: Record<Side, SideRound>[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const order: Side[] = r % 2 === 0 ? ['a', 'b'] : ['b', 'a'];
+    const round: Partial<Record<Side, SideRound>> = {};
+    for (const side of order) round[side] = await run(dirs[side === 'a' ? 0 : 1]!);
+    const { a, b } = round as Record<Side, SideRound>;
+    got.push({ a, b });
+    log(`ab round ${r + 1}: kernel ns/request ${a.kernelNsPerRequest.toFixed(0)} -> ${b.kernelNsPerRequest.toFixed(0)}, app CPU/request ${a.wrk.cpuUsPerRequest.toFixed(2)} -> ${b.wrk.cpuUsPerRequest.toFixed(2)} µs, `
+      + Object.keys(a.hooks).sort().map((h) => `${h} ${a.hooks[h]!.nsPerEvent.toFixed(0)} -> ${b.hooks[h]?.nsPerEvent.toFixed(0)} ns`).join(', '));
+  }
+  const hooks = [...new Set(got.flatMap((r) => Object.keys(r.a.hooks)))].sort();
+  const perEvent = Object.fromEntries(hooks.map((hook) => {
+    const both = got.filter((r) => (r.a.hooks[hook]?.events ?? 0) > 0 && (r.b.hooks[hook]?.events ?? 0) > 0);
+    return [hook, {
+      aNs: median(both.map((r) => r.a.hooks[hook]!.nsPerEvent)),
+      bNs: median(both.map((r) => r.b.hooks[hook]!.nsPerEvent)),
+      ratio: both.length ? bootstrapMedian(both.map((r) => r.b.hooks[hook]!.nsPerEvent / r.a.hooks[hook]!.nsPerEvent)) : null,
+      aEventsPerRequest: median(both.map((r) => r.a.hooks[hook]!.events / r.a.wrk.requests)),
+      bEventsPerRequest: median(both.map((r) => r.b.hooks[hook]!.events / r.b.wrk.requests)),
+      aNsPerRequest: median(both.map((r) => (r.a.hooks[hook]!.nsPerEvent * r.a.hooks[hook]!.events) / r.a.wrk.requests)),
+      bNsPerRequest: median(both.map((r) => (r.b.hooks[hook]!.nsPerEvent * r.b.hooks[hook]!.events) / r.b.wrk.requests)),
+    }];
+  }));
+  return {
+    a: dirs[0], b: dirs[1], rounds, seconds, workload: close ? 'connection_per_request' : 'keep_alive',
+    perEvent,
+    kernelNsPerRequest: {
+      a: median(got.map((r) => r.a.kernelNsPerRequest)), b: median(got.map((r) => r.b.kernelNsPerRequest)),
+      ratio: bootstrapMedian(got.map((r) => r.b.kernelNsPerRequest / r.a.kernelNsPerRequest)),
+    },
+    appCpuUsPerRequest: {
+      a: median(got.map((r) => r.a.wrk.cpuUsPerRequest)), b: median(got.map((r) => r.b.wrk.cpuUsPerRequest)),
+      ratio: bootstrapMedian(got.map((r) => r.b.wrk.cpuUsPerRequest / r.a.wrk.cpuUsPerRequest)),
+    },
+    requestsPerS: {
+      a: median(got.map((r) => r.a.wrk.requestsPerS)), b: median(got.map((r) => r.b.wrk.requestsPerS)),
+      ratio: bootstrapMedian(got.map((r) => r.b.wrk.requestsPerS / r.a.wrk.requestsPerS)),
+    },
+    perRound: got,
+  };
+}
+
+/**
+ * Where the ns of the two hot tcp hooks go (dev part, --only breakdown
+ * [--rounds N] [--seconds S]): test/fixtures/bpf/bench_breakdown.bpf.c
+ * attached alone (programs that each add one step: the clock, the socket
+ * cast, socket storage, a histogram add), then kerntap alone, in rounds of
+ * the same workload (a new connection per request). Medians of ns/event.
+ */
+async function breakdown(app: App) {
+  const rounds = positiveOption('rounds', ARGS.rounds, 3);
+  const seconds = positiveOption('seconds', ARGS.seconds, 5);
+  const steps: Record<string, number[]> = {};
+  const add = (name: string, c: { nsPerEvent: number; events: number }) => {
+    if (c.events > 0) (steps[name] ??= []).push(c.nsPerEvent);
+  };
+  const delta = (before: ProgCounters, after: ProgCounters) => {
+    for (const [name, a] of after) {
+      const b = before.get(name) ?? { runTimeNs: 0, runs: 0 };
+      const runs = a.runs - b.runs;
+      add(name, { nsPerEvent: runs > 0 ? (a.runTimeNs - b.runTimeNs) / runs : 0, events: runs });
+    }
+  };
+  for (let r = 0; r < rounds; r++) {
+    const obj = new (loadNative().BpfObject)(path.join(ROOT, 'bpf/out/test/bench_breakdown.bpf.o'));
+    try {
+      obj.attach();
+      const c0 = objectCounters(obj.programs());
+      app.wrk({ seconds, close: true });
+      delta(c0, objectCounters(obj.programs()));
+    } finally {
+      obj.close();
+    }
+    const k = await startExporter(['--config.file', STATS_CONFIG]);
+    try {
+      const c0 = await kerntapCounters(k);
+      app.wrk({ seconds, close: true });
+      const c1 = await kerntapCounters(k);
+      delta(new Map([...c0].filter(([n]) => n.startsWith('tcp_'))), new Map([...c1].filter(([n]) => n.startsWith('tcp_'))));
+    } finally {
+      await k.stop();
+    }
+    log(`breakdown round ${r + 1}: ${Object.entries(steps).map(([n, xs]) => `${n} ${xs[xs.length - 1]!.toFixed(0)}`).join(', ')}`);
+  }
+  return Object.fromEntries(Object.entries(steps).sort().map(([n, xs]) => [n, { medianNs: median(xs), rounds: xs }]));
+}
+
+/** Development parts: run only when named in --only. */
+const DEV_PARTS = { ab: (app: App) => abCompare(app), breakdown: (app: App) => breakdown(app) };
+
 const PARTS = {
   inKernel: (app: App) => inKernelCost(app),
   // BPF run-time stats cost every program run two clock reads: off here, so
@@ -829,11 +969,13 @@ const PARTS = {
   growth: (app: App) => growth(app),
   http: (app: App) => httpCost(app),
 };
-type Part = keyof typeof PARTS;
+type Part = keyof typeof PARTS | keyof typeof DEV_PARTS;
+const ALL_PARTS: Record<Part, (app: App) => Promise<unknown>> = { ...PARTS, ...DEV_PARTS };
 
 async function main() {
   const only = (ARGS.only?.split(',') ?? Object.keys(PARTS)) as Part[];
-  for (const part of only) if (!(part in PARTS)) throw new Error(`--only: unknown part ${JSON.stringify(part)} (parts: ${Object.keys(PARTS).join(', ')})`);
+  for (const part of only) if (!(part in ALL_PARTS)) throw new Error(`--only: unknown part ${JSON.stringify(part)} (parts: ${Object.keys(ALL_PARTS).join(', ')})`);
+  if (ARGS.ab !== undefined && !only.includes('ab')) throw new Error('--ab is for --only ab');
   if (!existsSync('/sys/kernel/tracing/events')) spawnSync('mount', ['-t', 'tracefs', 'nodev', '/sys/kernel/tracing']);
   stats.on();
   const app = await App.start();
@@ -844,7 +986,7 @@ async function main() {
       kernel: readFileSync('/proc/sys/kernel/osrelease', 'utf8').trim(),
       cpus: loadNative().numPossibleCpus(),
     };
-    for (const part of only) results[part] = await PARTS[part](app);
+    for (const part of only) results[part] = await ALL_PARTS[part](app);
     process.stdout.write(`${JSON.stringify(results, null, 2)}\n`);
     // A partial run (--only) is for development: it does not replace the recorded results.
     if (!ARGS.only) {

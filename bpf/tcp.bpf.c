@@ -6,7 +6,8 @@
  *   handshake time, failed connects and their reason, connection lifetime,
  *   active connections, and the final traffic of a connection at close.
  * - tcp_probe (every segment received in ESTABLISHED, data or ACK): smoothed
- *   RTT histogram, and the traffic since the last event.
+ *   RTT histogram (one sample per socket per RTT_SAMPLE_US of its activity),
+ *   and the traffic since the last event.
  * - tcp_send_reset / tcp_receive_reset: resets.
  * - tcp_retransmit_synack: SYN-ACK retransmits (SYN retransmits are read
  *   from the socket's own counter when its handshake ends).
@@ -59,6 +60,14 @@ enum failure { FAIL_REFUSED, FAIL_TIMEOUT, FAIL_RESET, FAIL_UNREACHABLE, FAIL_OT
 enum drop_slot { DROP_FLOWS = 0, DROP_HISTS = 1, DROP_SOCKS = 2 };
 
 /*
+ * RTT sampling: a socket's first segment, then at most one sample per
+ * socket every 10 ms of its clock, so the histogram is RTT weighted by
+ * active time rather than by segment count, and a bulk transfer no longer
+ * pays a hash lookup and three atomics per segment.
+ */
+#define RTT_SAMPLE_US 10000
+
+/*
  * Traffic is aggregated per cgroup x role x peer x service port: the peer's
  * port for a client, the local (listening) port for a server, so a host
  * serving several ports from one cgroup tells them apart. 0: ephemeral.
@@ -95,12 +104,12 @@ struct sock_state {
 	__u64 acked;         /* counters already reported, see claim() */
 	__u64 received;
 	__u64 retrans;
+	__u64 rtt_sampled_us; /* tp->tcp_mstamp at the last RTT sample; 0: none yet */
 	__u8 role;
 	__u8 established;    /* counted in flow_val.active */
-	__u8 fin_sent;       /* our FIN went out (FIN_WAIT1 or LAST_ACK seen) */
 	__u8 key_ok;
 	__u8 resets_received; /* a received reset is always followed by CLOSE: added to the flow there */
-	__u8 pad[3];
+	__u8 pad[4];
 	char comm[16];       /* who called connect() or listen(); children inherit (socket storage only) */
 	struct flow_key key;
 };
@@ -326,19 +335,20 @@ static __always_inline void on_syn_recv(const struct sock *sk)
 	if (!st)
 		return;
 	st->syn_ns = st->est_ns = st->acked = st->received = 0;
-	st->retrans = 0;
+	st->retrans = st->rtt_sampled_us = 0;
 	st->role = ROLE_SERVER;
-	st->established = st->fin_sent = st->key_ok = st->resets_received = 0;
+	st->established = st->key_ok = st->resets_received = 0;
 }
 
-/* Closing handshake steps: only bookkeeping, no clock or counters needed. */
-static __always_inline void on_closing_step(struct sock_state *st, const struct sock *sk,
-					    int oldstate, int newstate)
+/*
+ * Our FIN went out iff the socket passed FIN_WAIT1 or LAST_ACK, and every
+ * state after those is one of these: read from the state left at close, so
+ * the closing steps between them need no socket state at all.
+ */
+static __always_inline bool fin_sent_before(int oldstate)
 {
-	if (oldstate == KT_TCP_ESTABLISHED)
-		set_active(st, sk, false);
-	if (newstate == KT_TCP_FIN_WAIT1 || newstate == KT_TCP_LAST_ACK)
-		st->fin_sent = 1;
+	return oldstate == KT_TCP_FIN_WAIT1 || oldstate == KT_TCP_FIN_WAIT2 || oldstate == KT_TCP_CLOSING ||
+	       oldstate == KT_TCP_TIME_WAIT || oldstate == KT_TCP_LAST_ACK;
 }
 
 static __always_inline void on_established(struct sock_state *st, const struct sock *sk,
@@ -391,7 +401,7 @@ static __always_inline void on_close(struct sock_state *st, const struct sock *s
 		__u64 acked = tp->bytes_acked;
 		__u64 received = tp->bytes_received;
 
-		if (st->fin_sent && acked > 0 && tp->snd_una == tp->write_seq)
+		if (fin_sent_before(oldstate) && acked > 0 && tp->snd_una == tp->write_seq)
 			acked--;
 		if (received > 0 && (sk->__sk_common.skc_flags & (1UL << KT_SOCK_DONE)))
 			received--;
@@ -435,11 +445,15 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 		return 0;
 	}
 
+	/* Closing steps (FIN_WAIT1 -> FIN_WAIT2, CLOSE_WAIT -> LAST_ACK, ...)
+	 * owe nothing, except leaving ESTABLISHED: return before any lookup. */
+	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE && oldstate != KT_TCP_ESTABLISHED)
+		return 0;
 	st = state_of(sk, false);
 	if (!st)
 		return 0; /* a socket from before kerntap that never sent or received since */
 	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE) {
-		on_closing_step(st, sk, oldstate, newstate);
+		set_active(st, sk, false); /* ESTABLISHED -> FIN_WAIT1 or CLOSE_WAIT */
 		return 0;
 	}
 	tp = bpf_skc_to_tcp_sock((void *)sk);
@@ -475,8 +489,16 @@ int BPF_PROG(tcp_probe, struct sock *sk, struct sk_buff *skb)
 		set_active(st, sk, true);
 	}
 	srtt = tp->srtt_us >> 3;
-	if (srtt)
-		hist_add(key_of(st, sk)->cgroup_id, HIST_RTT, (__u64)srtt * 1000);
+	/* tcp_mstamp is the socket's own µs clock (refreshed at every segment
+	 * sent or received), so sampling needs no clock call. */
+	if (srtt) {
+		__u64 stamp = tp->tcp_mstamp;
+
+		if (!st->rtt_sampled_us || stamp - st->rtt_sampled_us >= RTT_SAMPLE_US) {
+			st->rtt_sampled_us = stamp ? stamp : 1;
+			hist_add(key_of(st, sk)->cgroup_id, HIST_RTT, (__u64)srtt * 1000);
+		}
+	}
 	report_traffic(st, sk, tp);
 	return 0;
 }

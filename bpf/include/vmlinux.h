@@ -133,6 +133,7 @@ struct sock {
 
 struct tcp_sock {
 	u32 srtt_us;
+	u64 tcp_mstamp; /* most recent packet received or sent, µs (4.13+) */
 	u64 bytes_acked;
 	u64 bytes_received;
 	u32 total_retrans;

@@ -4,8 +4,13 @@
  * is cached and repeated only when an unknown id shows up (at most once per
  * `minRewalkMs`); deletions are found by `verify()`, a stat of each known
  * path (about 3 µs each, against ~30 µs per directory for a walk, which
- * lists every interface file). Paths of deleted cgroups are remembered for
- * the TTL so their last values can still be served.
+ * lists every interface file). A walk lists only directories that have
+ * subdirectories: cgroupfs (kernfs) gives a directory 2 + its subdirectory
+ * count as link count, so a leaf (nlink 2, most cgroups) needs no readdir.
+ * Each walk checks that rule on the root (always listed) and lists every
+ * directory when it does not hold.
+ * Paths of deleted cgroups are remembered for the TTL so their last values
+ * can still be served.
  */
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -61,13 +66,15 @@ export class CgroupResolver {
     const seen = new Set<bigint>();
     const stack: string[] = ['/'];
     let visited = 0;
+    let linksCountSubdirs = false; // set from the root, popped first
     this.truncated = false;
     while (stack.length > 0) {
       const rel = stack.pop()!;
       const abs = rel === '/' ? this.root : path.join(this.root, rel);
       let ino: bigint;
+      let nlink: bigint;
       try {
-        ino = statSync(abs, { bigint: true }).ino;
+        ({ ino, nlink } = statSync(abs, { bigint: true }));
       } catch {
         continue; // removed while walking
       }
@@ -83,10 +90,17 @@ export class CgroupResolver {
         this.truncated = true;
         break;
       }
+      // Exactly 2: "." and the entry in its parent, so no subdirectory.
+      if (linksCountSubdirs && nlink === 2n) continue;
       try {
+        let subdirs = 0n;
         for (const d of readdirSync(abs, { withFileTypes: true })) {
-          if (d.isDirectory()) stack.push(rel === '/' ? `/${d.name}` : `${rel}/${d.name}`);
+          if (!d.isDirectory()) continue;
+          stack.push(rel === '/' ? `/${d.name}` : `${rel}/${d.name}`);
+          subdirs++;
         }
+        // A mismatch (another filesystem, or a cgroup made meanwhile) lists everything this walk.
+        if (rel === '/') linksCountSubdirs = nlink === 2n + subdirs;
       } catch {
         // unreadable or removed: keep what we have
       }

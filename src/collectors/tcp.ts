@@ -27,7 +27,7 @@ const FLOW_LABELS = ['cgroup', 'role', 'peer', 'server.port'] as const;
 export const tcpMetrics = {
   rtt: defineMetric({
     name: 'kerntap.tcp.rtt', kind: 'histogram', unit: 's', labels: CGROUP_LABEL, range: { minExp: -17, maxExp: 3 },
-    help: 'Smoothed round-trip time of TCP connections, sampled at every segment received (tcp_probe).',
+    help: 'Smoothed round-trip time of TCP connections: at the first segment received, then at most once per 10 ms of the connection\'s activity (tcp_probe), so weighted by active time, not by segments.',
   }),
   connect: defineMetric({
     name: 'kerntap.tcp.connect.duration', kind: 'histogram', unit: 's', labels: CGROUP_LABEL, range: { minExp: -17, maxExp: 5 },

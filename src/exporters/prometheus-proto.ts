@@ -26,9 +26,9 @@ export const PROTOBUF_CONTENT_TYPE = 'application/vnd.google.protobuf; proto=io.
 
 /**
  * The client_model types (keepCase: field names as in the .proto). Loaded,
- * and their encoders generated, at startup (~10 ms), not by the first
- * protobuf scrape, which would block the event loop for that long on top of
- * its own encoding.
+ * and their encoders generated, when this module is (scrape-format.ts loads
+ * it at the first protobuf scrape, which then blocks ~50 ms once), not in
+ * the middle of encoding a family.
  */
 const model = (() => {
   const file = path.join(packageRoot(), 'proto/io/prometheus/client/metrics.proto');

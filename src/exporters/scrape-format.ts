@@ -7,7 +7,19 @@
  */
 import type { Snapshot } from '../model/snapshot.js';
 import { CONTENT_TYPES as TEXT_CONTENT_TYPES, renderExposition } from './prometheus.js';
-import { PROTOBUF_CONTENT_TYPE, renderProtobuf } from './prometheus-proto.js';
+
+/**
+ * The protobuf exposition (protobufjs and the client_model schema, ~9 MB of
+ * RSS) is loaded by the first scrape that asks for it: Prometheus asks only
+ * when native histograms are on, and most scrapes never do. That first
+ * scrape pays the load once (~50 ms here, the event loop blocked).
+ */
+type ProtoModule = typeof import('./prometheus-proto.js');
+let proto: Promise<ProtoModule> | undefined;
+const loadProto = (): Promise<ProtoModule> => (proto ??= import('./prometheus-proto.js'));
+
+/** As prometheus-proto.ts sends it (test/unit/prometheus-proto.test.ts checks the two agree). */
+const PROTOBUF_CONTENT_TYPE = 'application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited';
 
 export type ScrapeFormat = 'text' | 'openmetrics' | 'protobuf';
 
@@ -54,7 +66,7 @@ export function negotiateFormat(accept: string | undefined): ScrapeFormat {
 }
 
 export function renderScrape(snapshot: Snapshot, format: ScrapeFormat): Promise<Buffer> {
-  return format === 'protobuf' ? renderProtobuf(snapshot) : renderExposition(snapshot, format);
+  return format === 'protobuf' ? loadProto().then((m) => m.renderProtobuf(snapshot)) : renderExposition(snapshot, format);
 }
 
 /** Caches the rendering of the latest snapshot per format. */

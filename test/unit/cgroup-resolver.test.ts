@@ -1,6 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, renameSync, rmdirSync, statSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { CgroupResolver, UNKNOWN_CGROUP_PREFIX } from '../../src/cgroup/resolver.js';
@@ -67,4 +67,17 @@ test('refresh finds deletions and re-creations by stat, without walking', () => 
   now += 121_000;
   r.refresh(30_000);
   assert.equal(r.entry(a), undefined, 'forgotten after twice the TTL when no collector did it');
+});
+
+test('a walk finds every level of a tree whose leaves it does not list (nlink 2), and parents with files next to their children', () => {
+  const root = mkdtempSync(path.join(tmpdir(), 'kt-cg-'));
+  const dirs = ['a', 'a/b', 'a/b/c', 'a/d', 'e', 'f/g/h/i'];
+  for (const d of dirs) mkdirSync(path.join(root, d), { recursive: true });
+  writeFileSync(path.join(root, 'a/cgroup.procs'), ''); // interface files are not cgroups
+  const r = new CgroupResolver({ root, ttlMs: 60_000 });
+  r.walk();
+  for (const d of [...dirs, 'f', 'f/g', 'f/g/h']) {
+    assert.equal(r.resolve(statSync(path.join(root, d), { bigint: true }).ino), `/${d}`);
+  }
+  assert.equal(r.size, dirs.length + 3 + 1, 'every directory and the root, no file');
 });

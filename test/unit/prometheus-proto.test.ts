@@ -132,3 +132,9 @@ test('Accept negotiation follows q-values as Prometheus 3 sends them', () => {
   assert.equal(negotiateFormat('application/json'), 'text');
   assert.equal(negotiateFormat(''), 'text');
 });
+
+test('the protobuf content type served is the one of the (lazily loaded) protobuf renderer', async () => {
+  const { CONTENT_TYPES } = await import('../../src/exporters/scrape-format.js');
+  const { PROTOBUF_CONTENT_TYPE } = await import('../../src/exporters/prometheus-proto.js');
+  assert.equal(CONTENT_TYPES.protobuf, PROTOBUF_CONTENT_TYPE);
+});
