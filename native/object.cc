@@ -287,7 +287,7 @@ Napi::Value BpfObject::Maps(const Napi::CallbackInfo& info) {
   struct bpf_map* map;
   bpf_object__for_each_map(map, obj_) {
     int fd = bpf_map__fd(map);
-    if (bpf_map__is_internal(map) || fd < 0) continue;  // .rodata, .bss, .data, .kconfig; not created
+    if (fd < 0) continue;  // not created (autocreate off)
     auto minfo = ObjInfo<struct bpf_map_info>(env, fd, std::string("map ") + bpf_map__name(map));
     Napi::Object o = Napi::Object::New(env);
     o.Set("name", bpf_map__name(map));
@@ -298,6 +298,7 @@ Napi::Value BpfObject::Maps(const Napi::CallbackInfo& info) {
     o.Set("maxEntries", Napi::Number::New(env, minfo.max_entries));
     o.Set("flags", Napi::Number::New(env, minfo.map_flags));
     o.Set("memlock", Napi::Number::New(env, static_cast<double>(FdinfoMemlock(fd))));
+    o.Set("internal", Napi::Boolean::New(env, bpf_map__is_internal(map)));  // .rodata, .bss, .data, .kconfig
     out.Set(out.Length(), o);
   }
   return out;

@@ -192,8 +192,9 @@ export class Poller extends EventEmitter {
             programs.push({ collector: name, program: prog.name, runTimeNs: prog.runTimeNs, runCount: prog.runCount, recursionMisses: prog.recursionMisses });
           }
           for (const m of obj.maps()) {
-            if (m.name === 'kt_drops') continue;
-            maps.push({ collector: name, map: m.name, entries: pc.mapEntries.get(m.name), capacity: m.maxEntries, memoryBytes: m.memlock });
+            // Every map's memory counts; entries and capacity only for the maps that hold data.
+            const bookkeeping = m.internal || m.name === 'kt_drops';
+            maps.push({ collector: name, map: m.name, entries: bookkeeping ? undefined : pc.mapEntries.get(m.name), capacity: bookkeeping ? undefined : m.maxEntries, memoryBytes: m.memlock });
           }
         } catch {
           // object closed during shutdown

@@ -41,7 +41,7 @@ export const selfMetrics = {
   }),
   mapMemory: defineMetric({
     name: 'kerntap.bpf.map.memory', kind: 'gauge', unit: 'By',
-    help: 'Kernel memory of each BPF map, as the kernel reports it (fdinfo memlock: what the map uses on Linux 6.4+, an estimate from its capacity before).',
+    help: 'Kernel memory of each BPF map kerntap holds, its globals (.rodata) and drop counters included, as the kernel reports it (fdinfo memlock: what the map uses on Linux 6.4+, an estimate from its capacity before).',
     labels: ['collector', 'map'],
   }),
   mapOverflow: defineMetric({
@@ -100,7 +100,7 @@ export interface SelfState {
   collectors: { name: string; enabled: boolean }[];
   programs: { collector: string; program: string; runTimeNs: bigint; runCount: bigint; recursionMisses: bigint }[];
   statsEnabled: boolean;
-  maps: { collector: string; map: string; entries: number | undefined; capacity: number; memoryBytes: number }[];
+  maps: { collector: string; map: string; entries: number | undefined; capacity: number | undefined; memoryBytes: number }[];
   overflow: { collector: string; map: string; count: number }[];
   pollDurationS: number;
   /** Polls completed, counting the one this state is for. */
@@ -125,7 +125,7 @@ export function selfFamilies(s: SelfState): RawFamily[] {
     numberFamily(selfMetrics.buildInfo, [p([s.version, process.versions.node, s.libbpfVersion], 1)]),
     numberFamily(selfMetrics.collectorEnabled, s.collectors.map((c) => p([c.name], c.enabled ? 1 : 0))),
     numberFamily(selfMetrics.mapEntries, s.maps.filter((m) => m.entries !== undefined).map((m) => p([m.collector, m.map], m.entries!))),
-    numberFamily(selfMetrics.mapCapacity, s.maps.map((m) => p([m.collector, m.map], m.capacity))),
+    numberFamily(selfMetrics.mapCapacity, s.maps.filter((m) => m.capacity !== undefined).map((m) => p([m.collector, m.map], m.capacity!))),
     numberFamily(selfMetrics.mapMemory, s.maps.map((m) => p([m.collector, m.map], m.memoryBytes))),
     numberFamily(selfMetrics.mapOverflow, s.overflow.map((o) => p([o.collector, o.map], o.count))),
     numberFamily(selfMetrics.programRecursionMisses, s.programs.map((x) => p([x.collector, x.program], Number(x.recursionMisses)))),

@@ -46,6 +46,8 @@ export interface MapInfo {
   flags: number;
   /** Kernel memory of the map in bytes (fdinfo memlock): usage on 6.4+, a capacity estimate before; 0 if unknown. */
   memlock: number;
+  /** A map libbpf made for the object's globals (.rodata, .bss, .data, .kconfig). */
+  internal: boolean;
 }
 
 export interface MapBatch {

@@ -65,3 +65,20 @@ export function loadedBpfPrograms(): Set<number> {
   const out = execFileSync('bpftool', ['prog', 'show', '-j'], { encoding: 'utf8' });
   return new Set((JSON.parse(out) as { id: number }[]).map((p) => p.id));
 }
+
+/** Memlock of the BPF maps a process holds, each map once, from /proc/<pid>/fdinfo. */
+export function mapMemlock(pid: number): { bytes: number; maps: number; byId: Map<number, number> } {
+  const seen = new Map<number, number>();
+  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
+    let text: string;
+    try {
+      text = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
+    } catch {
+      continue; // closed meanwhile
+    }
+    const id = /^map_id:\s+(\d+)$/m.exec(text);
+    const memlock = /^memlock:\s+(\d+)$/m.exec(text);
+    if (id && memlock) seen.set(Number(id[1]), Number(memlock[1]));
+  }
+  return { bytes: [...seen.values()].reduce((a, b) => a + b, 0), maps: seen.size, byId: seen };
+}

@@ -5,9 +5,9 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { requireBpf, requireTool } from '../helpers/env.js';
+import { mapMemlock, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, type Exporter } from '../helpers/exporter.js';
-import { waitForPollWithCgroups } from '../helpers/wait.js';
+import { waitFor, waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { find, parseExposition, value } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics, startPrometheus, type PrometheusServer } from '../helpers/prometheus.js';
@@ -63,4 +63,25 @@ test('promtool accepts /metrics; OpenMetrics by Accept; Prometheus scrapes and q
   assert.ok(Math.abs(scraped / usage - 1) < 0.01, `PromQL ${scraped} vs cpu.stat ${usage}`);
   const up = await prom.query('up');
   assert.equal(up[0]!.value[1], '1');
+});
+
+test('kerntap_bpf_map_memory_bytes is the kernel\'s own figure: its series sum to the fdinfo memlock of the maps kerntap holds', async (t) => {
+  if (!requireBpf(t)) return;
+  const e = await startExporter();
+  try {
+    // Maps allocated as used change size with traffic: compare a poll's
+    // figures with fdinfo read right after it, until one pair agrees.
+    let last = '';
+    const agreed = await waitFor('map memory series = fdinfo memlock', async () => {
+      const s = await waitForPoll(e);
+      const series = find(s, 'kerntap_bpf_map_memory_bytes');
+      const kernel = mapMemlock(e.pid);
+      const exported = series.reduce((n, x) => n + x.value, 0);
+      last = `${series.length} series, ${exported} B; fdinfo: ${kernel.maps} maps, ${kernel.bytes} B`;
+      return series.length > 0 && series.length === kernel.maps && exported === kernel.bytes && last;
+    }, 20_000).catch(() => undefined);
+    assert.ok(agreed, `exported map memory = the kernel's (${last})`);
+  } finally {
+    await e.stop();
+  }
 });

@@ -12,7 +12,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BIN } from '../helpers/env.js';
+import { BIN, mapMemlock } from '../helpers/env.js';
 import { sleep, startExporter, stopAndWatchUnload, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { find, parseExposition, value, type Sample } from '../helpers/exposition.js';
 import { Cleanups, exited, freePort, runClient, startServer, tcpMib, totalOrZero } from '../helpers/net.js';
@@ -70,23 +70,6 @@ function possibleCpus(): number {
     const [a, b] = r.split('-').map(Number);
     return n + (b === undefined ? 1 : b - a! + 1);
   }, 0);
-}
-
-/** Memlock of the BPF maps a process holds, each map once, from /proc/<pid>/fdinfo. */
-export function mapMemlock(pid: number): { bytes: number; maps: number } {
-  const seen = new Map<number, number>();
-  for (const fd of readdirSync(`/proc/${pid}/fdinfo`)) {
-    let text: string;
-    try {
-      text = readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8');
-    } catch {
-      continue; // closed meanwhile
-    }
-    const id = /^map_id:\s+(\d+)$/m.exec(text);
-    const memlock = /^memlock:\s+(\d+)$/m.exec(text);
-    if (id && memlock) seen.set(Number(id[1]), Number(memlock[1]));
-  }
-  return { bytes: [...seen.values()].reduce((a, b) => a + b, 0), maps: seen.size };
 }
 
 /** The series of `name` whose labels pass `pick`, as "{labels} value" (for a failure's reason: where the counts went instead). */
