@@ -72,7 +72,8 @@ export function explainLoadFailure(err: unknown): string {
   const e = err as NativeError;
   const log = e.verifierLog ?? '';
   const program = e.program ? ` (program ${e.program})` : '';
-  const helper = /unknown func (\w+)#\d+/.exec(log)?.[1];
+  // Older kernels say "unknown func bpf_x#N", newer ones "program of this type cannot use helper bpf_x#N".
+  const helper = /(?:unknown func|cannot use helper) (\w+)#\d+/.exec(log)?.[1];
   if (helper) return `kernel lacks helper ${helper} for this program type${program}`;
   const relo = /failed to resolve CO-RE relocation.*|<invalid CO-RE relocation>.*/.exec(log)?.[0];
   if (relo) return `kernel lacks a field or type the program reads${program}: ${relo}`;

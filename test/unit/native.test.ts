@@ -27,10 +27,11 @@ import type { TestContext } from 'node:test';
 import { ROOT, IN_CI, hasTool, requireBpf, requireTool } from '../helpers/env.js';
 import { waitFor } from '../helpers/wait.js';
 import { loadNative, type BpfObjectHandle, type MapBatch, type NativeBinding, type NativeError, type OpenOptions } from '../../src/bpf/native.js';
+import { explainLoadFailure } from '../../src/probe.js';
 
 const FIXTURE_DIR = path.join(ROOT, 'bpf/out/test');
 const fixture = (name: string) => path.join(FIXTURE_DIR, `${name}.bpf.o`);
-const FIXTURES = ['native_counters', 'native_iter', 'verifier_reject'];
+const FIXTURES = ['native_counters', 'native_iter', 'verifier_reject', 'missing_helper'];
 /** The compiled contract module, for child processes. */
 const NATIVE_JS = fileURLToPath(new URL('../../src/bpf/native.js', import.meta.url));
 /** Our programs' names as the kernel shows them (at most 15 characters). */
@@ -433,6 +434,21 @@ test('an iterator returns one record per TCP socket, including a listener and a 
     client.destroy();
     await new Promise((resolve) => server.close(resolve));
   }
+});
+
+test('a program calling a helper the kernel lacks for it: the collector\'s reason names the helper', (t) => {
+  const native = setup(t);
+  if (!native) return;
+  let reason = '';
+  assert.throws(() => new native.BpfObject(fixture('missing_helper')), (err: NativeError) => {
+    assert.equal(err.code, 'EVERIFIER');
+    reason = explainLoadFailure(err);
+    return true;
+  });
+  assert.equal(reason, 'kernel lacks helper bpf_skb_store_bytes for this program type (program calls_store_helper)');
+  // As Linux 5.10 words it, for socket storage in a tracing program.
+  const v510 = Object.assign(new Error('loading tcp.bpf.o: the verifier rejected program tcp_state'), { program: 'tcp_state', verifierLog: '; st = bpf_sk_storage_get(&sock_states, sk, 0, 0);\n12: (85) call bpf_sk_storage_get#107\nunknown func bpf_sk_storage_get#107\n' });
+  assert.equal(explainLoadFailure(v510), 'kernel lacks helper bpf_sk_storage_get for this program type (program tcp_state)');
 });
 
 test('a verifier rejection is EVERIFIER naming the program, with the log tail', (t) => {
