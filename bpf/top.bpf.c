@@ -55,9 +55,9 @@ struct owner {
 	__u64 syn_ns;  /* connect(): SYN sent */
 	__u64 est_ns;  /* established */
 	__u32 pid;     /* tgid; 0 until known (a passive socket before accept returns) */
+	__u16 local_port; /* from ESTABLISHED: at CLOSE the port is already released (0) */
 	__u8 role;
 	__u8 fin_sent; /* our FIN went out: bytes_acked counts it once acked */
-	__u8 pad[2];
 	char comm[16];
 };
 
@@ -88,6 +88,7 @@ struct conn_record {
 	__u64 est_ns;       /* 0: established before top started */
 	__u64 now_ns;
 	__u64 cgroup_id;
+	__u64 ino;          /* the socket's inode: userspace finds owners older than top in /proc/<pid>/fd */
 	__u8 local[16];
 	__u8 peer[16];
 	__u32 pid;
@@ -258,7 +259,9 @@ static __always_inline void on_passive_established(const struct sock *sk)
 	__builtin_memset(&o, 0, sizeof(o));
 	o.role = TOP_ROLE_SERVER;
 	o.est_ns = bpf_ktime_get_ns();
-	if (bpf_map_update_elem(&owners, &key, &o, BPF_NOEXIST) && !bpf_map_lookup_elem(&owners, &key))
+	o.local_port = kt_local_port(&sk->__sk_common);
+	/* A new socket: whatever its address held before is stale. */
+	if (bpf_map_update_elem(&owners, &key, &o, BPF_ANY))
 		count_drop(TOP_DROP_OWNERS);
 }
 
@@ -267,6 +270,7 @@ static __always_inline void on_connected(const struct sock *sk, struct owner *o)
 	struct event *e;
 
 	o->est_ns = bpf_ktime_get_ns();
+	o->local_port = kt_local_port(&sk->__sk_common);
 	e = event_new(TOP_EV_CONNECT);
 	if (!e)
 		return;
@@ -291,6 +295,8 @@ static __always_inline void on_close(const struct sock *sk, struct owner *o, int
 	now = e->ts_ns;
 	fill_addrs(e, &sk->__sk_common);
 	event_owner(e, o, sk);
+	if (!e->local_port && o)
+		e->local_port = o->local_port; /* released before this tracepoint (inet_put_port) */
 	if (oldstate == KT_TCP_SYN_SENT) {
 		e->reason = reason_of(sk->sk_err);
 		if (o && o->syn_ns)
@@ -461,6 +467,7 @@ int top_sockets(struct bpf_iter__tcp *ctx)
 	rec.srtt_us = tp->srtt_us >> 3;
 	rec.bytes_acked = tp->bytes_acked;
 	rec.bytes_received_raw = tp->bytes_received;
+	rec.ino = BPF_CORE_READ((struct sock *)tp, sk_socket, file, f_inode, i_ino);
 	if (o) {
 		rec.pid = o->pid;
 		rec.role = o->role;

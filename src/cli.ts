@@ -72,7 +72,7 @@ export function addTopCommand(program: Command, onTop: (flags: TopFlags) => void
     .description('live view of TCP connections and connect/accept/close events, from the kernel (loads its own programs while it runs)')
     .helpOption('-h, --help', 'show this help')
     .addOption(new Option('--once', 'print one snapshot (two samples one --interval apart) and exit'))
-    .addOption(new Option('--output <format>', 'table (a terminal view, or plain text when stdout is not a terminal) or json').choices(['table', 'json']).default('table'))
+    .addOption(new Option('--output <format>', 'table (a terminal view, or plain text when stdout is not a terminal) or json (with --once one document, else one line per refresh)').choices(['table', 'json']).default('table'))
     .addOption(new Option('--interval <duration>', 'refresh interval, e.g. 1s').argParser(durationArg).default(1000, '1s'))
     .addOption(new Option('--sort <key>', 'sort connections by').choices([...SORT_KEYS]).default('rate'))
     .addOption(new Option('--filter <text>', 'show only connections and events matching: text (comm, container, peer or port), or port:N, comm:X, container:X, peer:X'))
@@ -165,8 +165,8 @@ export async function main(argv: string[]): Promise<void> {
   await starting;
 }
 
-/** Ring buffer of top's events: 1 MiB holds about 7000 events between two drains; more are counted as lost. */
-const TOP_RING_BYTES = 1 << 20;
+/** Ring buffer of top's events: 4 MiB hold about 30 000 events between two drains (every 100 ms); more are counted as lost. */
+const TOP_RING_BYTES = 4 << 20;
 
 async function mainTop(program: Command, flags: TopFlags): Promise<void> {
   let config: Config;

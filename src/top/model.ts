@@ -5,6 +5,7 @@
  * filtering. Pure apart from the resolver's filesystem reads; the terminal
  * is view.ts.
  */
+import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { CgroupResolver } from '../cgroup/resolver.js';
 import { identityOf } from '../cgroup/identity.js';
 import type { RuntimeNames } from '../cgroup/runtime.js';
@@ -13,9 +14,17 @@ import type { EventType, KernelConnection, KernelEvent, Reason, Role } from './s
 export type SortKey = 'rate' | 'bytes' | 'age';
 export const SORT_KEYS: readonly SortKey[] = ['rate', 'bytes', 'age'];
 
+/**
+ * Where the pid came from: the kernel saw the task connect or accept
+ * (`connect`, `accept`), or, for a socket older than top, the lowest pid
+ * holding it open in /proc/<pid>/fd (`fd`); '' when none is known.
+ */
+export type OwnerSource = 'connect' | 'accept' | 'fd' | '';
+
 export interface Connection {
   pid: number;
   comm: string;
+  owner_source: OwnerSource;
   /** Container name (or short id), else the cgroup path. */
   container: string;
   cgroup: string;
@@ -133,6 +142,61 @@ export class Owners {
   }
 }
 
+/**
+ * Owners of sockets older than top, as `ss -p` finds them: socket inodes in
+ * /proc/<pid>/fd. A scan reads every process's fds, so it runs only when an
+ * unknown socket shows up, and at most every `minScanMs`.
+ */
+export class FdOwners {
+  private byIno = new Map<number, { pid: number; comm: string }>();
+  private lastScanMs = -Infinity;
+  constructor(private readonly minScanMs = 5000, private readonly proc = '/proc') {}
+
+  lookup(inos: number[], nowMs: number): Map<number, { pid: number; comm: string }> {
+    if (inos.some((i) => !this.byIno.has(i)) && nowMs - this.lastScanMs >= this.minScanMs) this.scan(nowMs);
+    return this.byIno;
+  }
+
+  private scan(nowMs: number): void {
+    this.lastScanMs = nowMs;
+    const out = new Map<number, { pid: number; comm: string }>();
+    let pids: number[];
+    try {
+      pids = readdirSync(this.proc).filter((d) => /^\d+$/.test(d)).map(Number).sort((a, b) => a - b);
+    } catch {
+      return;
+    }
+    for (const pid of pids) {
+      let fds: string[];
+      try {
+        fds = readdirSync(`${this.proc}/${pid}/fd`);
+      } catch {
+        continue; // gone, or not ours to read
+      }
+      let comm: string | undefined;
+      for (const fd of fds) {
+        let link: string;
+        try {
+          link = readlinkSync(`${this.proc}/${pid}/fd/${fd}`);
+        } catch {
+          continue;
+        }
+        const m = /^socket:\[(\d+)\]$/.exec(link);
+        if (!m || out.has(Number(m[1]))) continue;
+        if (comm === undefined) {
+          try {
+            comm = readFileSync(`${this.proc}/${pid}/comm`, 'latin1').replace(/\n$/, '');
+          } catch {
+            comm = '';
+          }
+        }
+        out.set(Number(m[1]), { pid, comm });
+      }
+    }
+    this.byIno = out;
+  }
+}
+
 /** Keeps the previous refresh's counters for rates, and the latest events. */
 export class TopState {
   private prev = new Map<string, { sent: number; received: number; atMs: number }>();
@@ -140,9 +204,9 @@ export class TopState {
   lastIntervalMs = 0;
   private lastMs: number | undefined;
 
-  constructor(private readonly owners: Owners, readonly maxEvents = 200) {}
+  constructor(private readonly owners: Owners, readonly maxEvents = 200, private readonly fdOwners = new FdOwners()) {}
 
-  async update(conns: KernelConnection[], events: KernelEvent[], nowMs: number): Promise<Connection[]> {
+  async update(conns: KernelConnection[], events: KernelEvent[], nowMs: number, keep: (e: TopEvent) => boolean = () => true): Promise<Connection[]> {
     const paths = new Map<bigint, string>();
     const pathOf = (id: bigint) => {
       let p = paths.get(id);
@@ -153,6 +217,8 @@ export class TopState {
     for (const e of events) pathOf(e.cgroupId);
     await this.owners.learn(paths.values());
 
+    const unowned = conns.filter((c) => !c.pid && c.ino).map((c) => c.ino);
+    const byFd = unowned.length ? this.fdOwners.lookup(unowned, nowMs) : undefined;
     const next = new Map<string, { sent: number; received: number; atMs: number }>();
     const out: Connection[] = [];
     for (const c of conns) {
@@ -161,8 +227,11 @@ export class TopState {
       const dt = before ? (nowMs - before.atMs) / 1000 : 0;
       const rate = (now: number, then: number | undefined) => (dt > 0 && then !== undefined && now >= then ? (now - then) / dt : 0);
       const cgroup = pathOf(c.cgroupId);
+      const fd = !c.pid && c.ino ? byFd?.get(c.ino) : undefined;
       out.push({
-        pid: c.pid, comm: c.comm, container: this.owners.container(cgroup), cgroup,
+        pid: fd?.pid ?? c.pid, comm: fd?.comm ?? c.comm,
+        owner_source: fd ? 'fd' : !c.pid ? '' : c.role === 'server' ? 'accept' : 'connect',
+        container: this.owners.container(cgroup), cgroup,
         local: c.local, local_port: c.localPort, peer: c.peer, peer_port: c.peerPort,
         role: c.role, state: c.state,
         bytes_sent: c.bytesSent, bytes_received: c.bytesReceived,
@@ -178,12 +247,13 @@ export class TopState {
 
     for (const e of events) {
       const cgroup = pathOf(e.cgroupId);
-      this.recent.push({
+      const ev: TopEvent = {
         time: new Date(e.timeMs).toISOString(), type: e.type, reason: e.reason, pid: e.pid, comm: e.comm,
         container: this.owners.container(cgroup), role: e.role,
         local: e.local, local_port: e.localPort, peer: e.peer, peer_port: e.peerPort,
         duration_ms: e.durationMs, bytes_sent: e.bytesSent, bytes_received: e.bytesReceived,
-      });
+      };
+      if (keep(ev)) this.recent.push(ev);
     }
     if (this.recent.length > this.maxEvents) this.recent.splice(0, this.recent.length - this.maxEvents);
     return out;

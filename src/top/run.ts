@@ -9,7 +9,7 @@ import { detectCgroup2Root } from '../cgroup/mount.js';
 import { RuntimeNames, runtimeSources } from '../cgroup/runtime.js';
 import type { Config } from '../config.js';
 import { matches, Owners, parseFilter, SORT_KEYS, sortConnections, TopState, type Connection, type Filter, type Snapshot, type SortKey } from './model.js';
-import { TopSource } from './source.js';
+import { TopSource, type KernelEvent } from './source.js';
 import { ANSI, frame, renderLines, renderPlain, type ViewState } from './view.js';
 
 export interface TopOptions {
@@ -42,6 +42,9 @@ function owners(config: Config): { owners: Owners; close: () => void } {
   return { owners: new Owners(resolver, names), close: () => names?.close() };
 }
 
+const DRAIN_MS = 100;
+/** Events held between two refreshes at most (the latest; a burst beyond is cut before decoding names). */
+const MAX_PENDING = 50_000;
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 export async function runTop(opts: TopOptions, io: Io = { stdout: process.stdout, stdin: process.stdin, stderr: process.stderr }): Promise<number> {
@@ -61,9 +64,22 @@ export async function runTop(opts: TopOptions, io: Io = { stdout: process.stdout
     editing: undefined as string | undefined,
   };
 
+  // The ring buffer is drained every DRAIN_MS between refreshes, so a burst
+  // of connections fills it less.
+  let pending: KernelEvent[] = [];
+  let draining: Promise<void> | undefined;
+  const drain = () => (draining ??= source.events().then((evs) => {
+    pending.push(...evs);
+    if (pending.length > MAX_PENDING) pending = pending.slice(-MAX_PENDING);
+  }).finally(() => (draining = undefined)));
+  const drainer = setInterval(() => void drain().catch(() => undefined), DRAIN_MS);
   const tick = async () => {
-    const [conns, events] = [await source.connections(), await source.events()];
-    connections = await state.update(conns, events, Date.now());
+    const conns = await source.connections();
+    await drain();
+    const events = pending;
+    pending = [];
+    // The event pane keeps the latest events that match the filter in force when they come.
+    connections = await state.update(conns, events, Date.now(), (e) => matches(e, view.filter));
     drops = await source.drops();
   };
   const viewState = (): ViewState => ({
@@ -82,6 +98,7 @@ export async function runTop(opts: TopOptions, io: Io = { stdout: process.stdout
   const close = () => {
     if (closed) return;
     closed = true;
+    clearInterval(drainer);
     source.close();
     names.close();
   };
@@ -93,7 +110,9 @@ export async function runTop(opts: TopOptions, io: Io = { stdout: process.stdout
       await tick();
       await sleep(opts.intervalMs);
       await tick();
-      io.stdout.write(opts.output === 'json' ? `${JSON.stringify(snapshot(), null, 2)}\n` : renderPlain(viewState(), Number.MAX_SAFE_INTEGER));
+      const text = opts.output === 'json' ? `${JSON.stringify(snapshot(), null, 2)}\n` : renderPlain(viewState(), Number.MAX_SAFE_INTEGER);
+      // A pipe is written asynchronously: the process must not exit before it drained.
+      await new Promise<void>((resolve) => io.stdout.write(text, () => resolve()));
     } finally {
       close();
     }
@@ -142,11 +161,14 @@ export async function runTop(opts: TopOptions, io: Io = { stdout: process.stdout
       await tick();
       if (closed) break;
       if (tty) render();
-      else if (opts.output === 'json') io.stdout.write(`${JSON.stringify(snapshot())}\n`);
-      else io.stdout.write(renderPlain(viewState()));
+      else {
+        const text = opts.output === 'json' ? `${JSON.stringify(snapshot())}\n` : renderPlain(viewState());
+        await new Promise<void>((resolve) => io.stdout.write(text, () => resolve()));
+      }
       await Promise.race([sleep(opts.intervalMs), new Promise<void>((r) => (wake = r)), stopped]);
     }
   } catch (err) {
+    if (closed) return 0; // a refresh in flight when q or a signal closed the object
     restore();
     close();
     throw err;

@@ -50,6 +50,8 @@ export interface KernelConnection {
   bytesAcked: number;
   bytesReceivedRaw: number;
   srttUs: number;
+  /** The socket's inode (0 if it has no file), as /proc/<pid>/fd links name it: socket:[ino]. */
+  ino: number;
   /** ms since established; undefined when it was established before top started. */
   ageMs: number | undefined;
 }
@@ -98,7 +100,7 @@ function layouts(btf: ObjectBtf) {
     local_port: 2, peer_port: 2, type: 1, reason: 1, role: 1, comm: 16,
   });
   const conn = globalLayout(btf, SITE, 'kt_layouts', 'conn_record', {
-    sock: 8, bytes_sent: 8, bytes_received: 8, bytes_acked: 8, bytes_received_raw: 8, est_ns: 8, now_ns: 8, cgroup_id: 8,
+    sock: 8, bytes_sent: 8, bytes_received: 8, bytes_acked: 8, bytes_received_raw: 8, est_ns: 8, now_ns: 8, cgroup_id: 8, ino: 8,
     local: 16, peer: 16, pid: 4, srtt_us: 4, local_port: 2, peer_port: 2, state: 1, role: 1, comm: 16,
   });
   checkScalar(btf, SITE, 'owners', 'key', 8);
@@ -194,6 +196,7 @@ export class TopSource {
         bytesAcked: Number(r.readBigUInt64LE(o.bytes_acked)),
         bytesReceivedRaw: Number(r.readBigUInt64LE(o.bytes_received_raw)),
         srttUs: r.readUInt32LE(o.srtt_us),
+        ino: Number(r.readBigUInt64LE(o.ino)),
         ageMs: est > 0n && now >= est ? Number(now - est) / 1e6 : undefined,
       });
     }
