@@ -135,8 +135,9 @@ static __always_inline void count_drop(__u32 slot)
 {
 	__u64 *n = bpf_map_lookup_elem(&top_drops, &slot);
 
+	/* Process context and softirq may both count on one CPU. */
 	if (n)
-		(*n)++;
+		__sync_fetch_and_add(n, 1);
 }
 
 static __always_inline __u8 guess_role(const struct sock_common *skc)
