@@ -31,6 +31,19 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 ephemeral_lo = 32768;
 const volatile __u32 ephemeral_hi = 60999;
 
+/*
+ * Fields only top reads, as flavors (libbpf drops the ___top suffix when
+ * it matches kernel types): declared here, not in vmlinux.h, so that the
+ * exporter's objects stay byte for byte what they were.
+ */
+struct socket___top {
+	struct file *file;
+} __attribute__((preserve_access_index));
+
+struct sock___top {
+	struct socket___top *sk_socket;
+} __attribute__((preserve_access_index));
+
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 #define SOCK_STREAM 1
@@ -468,7 +481,7 @@ int top_sockets(struct bpf_iter__tcp *ctx)
 	rec.srtt_us = tp->srtt_us >> 3;
 	rec.bytes_acked = tp->bytes_acked;
 	rec.bytes_received_raw = tp->bytes_received;
-	rec.ino = BPF_CORE_READ((struct sock *)tp, sk_socket, file, f_inode, i_ino);
+	rec.ino = BPF_CORE_READ((struct sock___top *)tp, sk_socket, file, f_inode, i_ino);
 	if (o) {
 		rec.pid = o->pid;
 		rec.role = o->role;

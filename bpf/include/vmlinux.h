@@ -125,7 +125,6 @@ struct sock_cgroup_data {
 
 struct sock {
 	struct sock_common __sk_common;
-	struct socket *sk_socket;
 	struct sock_cgroup_data sk_cgrp_data;
 	int sk_err;
 	u16 sk_protocol;
@@ -215,7 +214,6 @@ struct files_struct {
 struct socket {
 	short type;
 	struct sock *sk;
-	struct file *file;
 };
 
 #pragma clang attribute pop
