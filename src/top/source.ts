@@ -161,7 +161,7 @@ export class TopSource {
       const source = new TopSource(obj, layouts(obj.btf()));
       obj.attach();
       if (missing.length) {
-        source.notes.push(`kernel lacks tracepoint/${missing[0]} (tracefs not mounted at /sys/kernel/tracing?): accepted connections show no pid or comm`);
+        source.notes.push(`kernel lacks tracepoint/${missing[0]} (tracefs not mounted at /sys/kernel/tracing?): accept events are off, and accepted connections take their pid from /proc/<pid>/fd`);
       }
       return source;
     } catch (err) {
