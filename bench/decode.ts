@@ -38,6 +38,7 @@ class Served implements BpfObjectHandle {
   maps() { return []; }
   async readMap(name: string): Promise<MapBatch> { return this.contents[name]!; }
   async runIter(): Promise<Buffer> { return this.iter; }
+  async drainRing(): Promise<Buffer> { return Buffer.alloc(0); }
   updateElem(): boolean { return true; }
   async takeElems(): Promise<{ found: Uint8Array; values: BigUint64Array }> { return { found: new Uint8Array(), values: new BigUint64Array() }; }
   async deleteKeys(): Promise<number> { return 0; }

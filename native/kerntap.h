@@ -6,6 +6,7 @@
 //   maps.cc    batched whole-map reads, per-CPU sums (off the event loop)
 //   map_updates.cc  updates, takes and deletes by key (takes and deletes off the event loop)
 //   iter.cc    BPF iterators (off the event loop)
+//   ringbuf.cc BPF ring buffers drained on demand (off the event loop)
 //   btf.cc     the object's BTF (map layouts, enums, rodata) and kernel BTF probes
 //   module.cc  module functions and process-wide setup
 // The TypeScript contract is src/bpf/native.ts.
@@ -20,6 +21,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -50,6 +52,13 @@ Napi::Value Rejected(Napi::Env env, const Napi::Error& e);
 bool IsIter(struct bpf_program* prog);
 bool IsPerCpu(enum bpf_map_type t);
 
+// A ring buffer opened by drainRing; `ctx` points at the drain in progress.
+struct RingState {
+  struct ring_buffer* rb = nullptr;
+  void* ctx = nullptr;
+  bool busy = false;
+};
+
 class BpfObject : public Napi::ObjectWrap<BpfObject> {
  public:
   static Napi::Function Init(Napi::Env env);
@@ -74,6 +83,7 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   Napi::Value Maps(const Napi::CallbackInfo& info);
   Napi::Value ReadMap(const Napi::CallbackInfo& info);
   Napi::Value RunIter(const Napi::CallbackInfo& info);
+  Napi::Value DrainRing(const Napi::CallbackInfo& info);
   Napi::Value UpdateElem(const Napi::CallbackInfo& info);
   Napi::Value DeleteKeys(const Napi::CallbackInfo& info);
   Napi::Value TakeElems(const Napi::CallbackInfo& info);
@@ -86,12 +96,14 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   struct bpf_map* FindMap(Napi::Env env, const std::string& name);
   void CheckOpen(Napi::Env env);
   void Destroy();
+  void FreeRings();
 
   struct bpf_object* obj_ = nullptr;
   std::string path_;
   std::string what_;  // "loading x.bpf.o"
   std::vector<struct bpf_link*> links_;
   std::map<std::string, struct bpf_link*> iter_links_;
+  std::map<std::string, std::unique_ptr<RingState>> rings_;
   bool attached_ = false;
   int ncpu_ = 1;
   int inflight_ = 0;

@@ -218,6 +218,7 @@ void BpfObject::Destroy() {
     for (auto* l : links_) bpf_link__destroy(l);
   }
   links_.clear();
+  FreeRings();
   for (auto& kv : iter_links_) bpf_link__destroy(kv.second);
   iter_links_.clear();
   if (obj_) bpf_object__close(obj_);
@@ -324,6 +325,7 @@ Napi::Function BpfObject::Init(Napi::Env env) {
                          InstanceMethod("maps", &BpfObject::Maps),
                          InstanceMethod("readMap", &BpfObject::ReadMap),
                          InstanceMethod("runIter", &BpfObject::RunIter),
+                         InstanceMethod("drainRing", &BpfObject::DrainRing),
                          InstanceMethod("updateElem", &BpfObject::UpdateElem),
                          InstanceMethod("deleteKeys", &BpfObject::DeleteKeys),
                          InstanceMethod("takeElems", &BpfObject::TakeElems),

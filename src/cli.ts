@@ -12,6 +12,8 @@ import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
 import { formatProbeTable } from './probe.js';
 import { loadWebConfig, type WebConfig } from './webconfig.js';
 import { VERSION } from './version.js';
+import { runTop } from './top/run.js';
+import { SORT_KEYS, type SortKey } from './top/model.js';
 
 interface Flags {
   configFile?: string;
@@ -45,7 +47,48 @@ export function buildProgram(): Command {
     .addOption(new Option('--check', 'probe privileges, BTF and each collector\'s hooks, print the table and exit (0: all enabled collectors can run)'))
     .configureOutput({ outputError: (str, write) => write(`kerntap: ${str.replace(/^error: /, '')}`) })
     .showSuggestionAfterError(true)
-    .allowExcessArguments(false);
+    .allowExcessArguments(false)
+    .action(() => undefined); // no subcommand: the exporter (main() goes on)
+}
+
+export interface TopFlags {
+  once?: boolean;
+  output: 'table' | 'json';
+  interval: number;
+  sort: SortKey;
+  filter?: string;
+  maxSockets: number;
+}
+
+function positiveInt(value: string): number {
+  if (!/^\d+$/.test(value) || Number(value) < 16 || Number(value) > 4_194_304) throw new InvalidArgumentError('must be an integer from 16 to 4194304');
+  return Number(value);
+}
+
+/** `kerntap top`: its own programs, loaded while the view is open (docs/top.md). */
+export function addTopCommand(program: Command, onTop: (flags: TopFlags) => void): Command {
+  program
+    .command('top')
+    .description('live view of TCP connections and connect/accept/close events, from the kernel (loads its own programs while it runs)')
+    .helpOption('-h, --help', 'show this help')
+    .addOption(new Option('--once', 'print one snapshot (two samples one --interval apart) and exit'))
+    .addOption(new Option('--output <format>', 'table (a terminal view, or plain text when stdout is not a terminal) or json (with --once one document, else one line per refresh)').choices(['table', 'json']).default('table'))
+    .addOption(new Option('--interval <duration>', 'refresh interval, e.g. 1s').argParser(durationArg).default(1000, '1s'))
+    .addOption(new Option('--sort <key>', 'sort connections by').choices([...SORT_KEYS]).default('rate'))
+    .addOption(new Option('--filter <text>', 'show only connections and events matching: text (comm, container, peer or port), or port:N, comm:X, container:X, peer:X'))
+    .addOption(new Option('--max-sockets <n>', 'sockets whose owner (pid, comm, cgroup) is remembered; least recently used go first').argParser(positiveInt).default(65_536))
+    .allowExcessArguments(false)
+    .action((opts: Record<string, unknown>) => {
+      onTop({
+        once: opts.once as boolean | undefined,
+        output: opts.output as 'table' | 'json',
+        interval: opts.interval as number,
+        sort: opts.sort as SortKey,
+        filter: opts.filter as string | undefined,
+        maxSockets: opts.maxSockets as number,
+      });
+    });
+  return program;
 }
 
 function readFlags(program: Command): Flags {
@@ -83,8 +126,10 @@ function fail(message: string): never {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const program = buildProgram();
-  program.parse(argv);
+  let top: TopFlags | undefined;
+  const program = addTopCommand(buildProgram(), (f) => (top = f));
+  await program.parseAsync(argv);
+  if (top) return mainTop(program, top);
   let flags: Flags;
   let config: Config;
   let web: WebConfig | undefined;
@@ -118,4 +163,27 @@ export async function main(argv: string[]): Promise<void> {
     fail((err as Error).message.split('\n')[0] ?? String(err));
   });
   await starting;
+}
+
+/** Ring buffer of top's events: 4 MiB hold about 30 000 events between two drains (every 100 ms); more are counted as lost. */
+const TOP_RING_BYTES = 4 << 20;
+
+async function mainTop(program: Command, flags: TopFlags): Promise<void> {
+  let config: Config;
+  try {
+    if (flags.interval < 100) throw new ConfigError('--interval must be at least 100ms');
+    config = loadConfigFile(readFlags(program).configFile);
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+  try {
+    const code = await runTop({
+      once: flags.once ?? false, output: flags.output, intervalMs: flags.interval, sort: flags.sort,
+      filter: flags.filter, maxSockets: flags.maxSockets, ringBytes: TOP_RING_BYTES, config,
+    });
+    process.exit(code);
+  } catch (err) {
+    fail(`top: ${(err as Error).message.split('\n')[0]}`);
+  }
 }

@@ -70,6 +70,12 @@ export interface BpfObjectHandle {
   /** Runs an iterator program (e.g. iter/tcp) off the event loop and returns everything it wrote. */
   runIter(programName: string): Promise<Buffer>;
   /**
+   * Takes every record a ring buffer map holds now (up to 8 MiB per call),
+   * off the event loop: each is [u32 length LE][bytes], padded to 8 bytes.
+   * One drain at a time per map (EBUSY otherwise).
+   */
+  drainRing(mapName: string): Promise<Buffer>;
+  /**
    * Writes one element (for per-CPU maps the same value goes to every CPU).
    * With onlyIfAbsent, writes only a new key and returns false if it exists.
    */

@@ -7,7 +7,7 @@
  *
  *   node dist/test/kernel/check.js --mode matrix|memory192|sweep --kernel NAME --out FILE
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import path from 'node:path';
@@ -135,7 +135,7 @@ async function nsServer(fixtures: Cleanups, mode: string, args = '') {
   return { ns, client, port };
 }
 
-export const MATRIX_CHECKS = ['collectors', 'cpu', 'bytes', 'connects', 'rtt', 'listeners', 'retransmits', 'sigterm'];
+export const MATRIX_CHECKS = ['collectors', 'cpu', 'bytes', 'connects', 'rtt', 'listeners', 'retransmits', 'top', 'sigterm'];
 
 /** Median wall time of a bare `node -e ""`: how fast this machine runs node, for time bounds under TCG. */
 export function nodeStartMs(): number {
@@ -293,6 +293,8 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
   } finally {
     await fixtures.run();
   }
+  await run.check('top', async () => topCheck(fixtures));
+
   await run.check('sigterm', async () => {
     // 1 s on the host; under TCG everything is slower by about the factor
     // a bare node start-and-exit is slower than on the host.
@@ -419,6 +421,61 @@ async function sweep(run: Runner, extra: Record<string, unknown>): Promise<void>
   } finally {
     await fixtures.run();
   }
+}
+
+/**
+ * `kerntap top` on this kernel: its own programs load and attach, and a
+ * known exchange (3 connections of 1000 B out, 2000 B back, on loopback)
+ * shows up as exactly 3 connects and 3 accepts with the peers' pids, and 3
+ * client closes with their exact bytes; SIGTERM detaches and exits 0.
+ */
+async function topCheck(fixtures: Cleanups): Promise<string> {
+  const peerPy = path.join(path.dirname(BIN), '..', 'test/helpers/top_peer.py');
+  const port = await freePort();
+  const spawnLines = (cmd: string, args: string[]) => {
+    const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const lines: string[] = [];
+    let err = '';
+    let buf = '';
+    child.stdout!.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const parts = buf.split('\n');
+      buf = parts.pop()!;
+      lines.push(...parts);
+    });
+    child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    fixtures.add(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
+    return { child, lines, stderr: () => err };
+  };
+  const line = (p: ReturnType<typeof spawnLines>, pick: (l: string) => boolean, what: string) =>
+    until(() => { if (p.child.exitCode !== null && !p.lines.some(pick)) fail(`${what} exited ${p.child.exitCode}: ${p.stderr().split('\n').filter(Boolean).slice(-1)[0] ?? ''}`); return p.lines.find(pick); }, (l) => l !== undefined, 120_000);
+  const top = spawnLines(process.execPath, [BIN, 'top', '--output', 'json', '--interval', '500ms', '--filter', `port:${port}`]);
+  expect((await line(top, (l) => l.startsWith('{'), 'kerntap top')) !== undefined, 'kerntap top printed no snapshot');
+  const first = JSON.parse(top.lines.find((l) => l.startsWith('{'))!) as { notes: string[] };
+  const server = spawnLines('python3', [peerPy, 'server', '127.0.0.1', String(port), 'kt-ksrv', '1000', '2000']);
+  expect((await line(server, (l) => l === 'listening', 'server')) !== undefined, 'server did not listen');
+  const client = spawnLines('python3', [peerPy, 'client', '127.0.0.1', String(port), 'kt-kcli', '1000', '2000', '3', '0']);
+  await exited(client.child);
+  expect(client.child.exitCode === 0, `client failed: ${client.stderr()}`);
+  const clientPid = Number(client.lines.find((l) => l.startsWith('pid '))?.slice(4));
+  const serverPid = Number(server.lines.find((l) => l.startsWith('pid '))?.slice(4));
+  type Ev = { type: string; pid: number; comm: string; role: string; local_port: number; peer_port: number; bytes_sent: number; bytes_received: number };
+  const count = (l: string) => {
+    const evs = (JSON.parse(l) as { events: Ev[] }).events;
+    return {
+      connect: evs.filter((e) => e.type === 'connect' && e.peer_port === port && e.pid === clientPid && e.comm === 'kt-kcli').length,
+      accept: evs.filter((e) => e.type === 'accept' && e.local_port === port && e.pid === serverPid && e.comm === 'kt-ksrv').length,
+      close: evs.filter((e) => e.type === 'close' && e.role === 'client' && e.peer_port === port && e.pid === clientPid && e.bytes_sent === 1000 && e.bytes_received === 2000).length,
+    };
+  };
+  const want = JSON.stringify({ connect: 3, accept: 3, close: 3 });
+  const got = await until(() => { const l = top.lines.filter((x) => x.startsWith('{')).at(-1)!; return JSON.stringify(count(l)); }, (c) => c === want, 60_000);
+  server.child.kill('SIGKILL');
+  top.child.kill('SIGTERM');
+  const code = await exited(top.child);
+  expect(got === want, `events ${got}, want ${want}`);
+  expect(code === 0, `SIGTERM: exit ${code}`);
+  return `3 connects, 3 accepts, 3 closes with exact bytes and pids${first.notes.length ? `; note: ${first.notes.join('; ')}` : ''}`;
 }
 
 async function main(): Promise<void> {

@@ -18,6 +18,7 @@ const OWNED = new Map([
   ['sock_states', 'socket storage: a socket\'s own value, written under its socket lock'],
   ['sock_table', 'the same per-socket state in a hash keyed by socket (kernels before 5.11)'],
   ['running', 'one slot per CPU, written only by sched_switch on that CPU, under its run-queue lock'],
+  ['owners', 'kerntap top: one socket\'s owner record, written at its state changes (under the socket lock) and once by the accept() that returns it; plain field stores, no counter'],
   ['conns', 'one HTTP connection\'s parser state, keyed by {tgid, fd}: written by the syscalls on that fd (its counters go to shared maps with atomics)'],
 ]);
 

@@ -118,6 +118,9 @@ class FakeObject implements BpfObjectHandle {
     this.calls.push(`runIter ${name}`);
     return name === 'tcp_sockets' ? this.sockets : Buffer.alloc(0);
   }
+  async drainRing(): Promise<Buffer> {
+    return Buffer.alloc(0);
+  }
   /** What takeElems finds, by key hex (default: the values readMap served). */
   takeOverride = new Map<string, bigint[]>();
   /** Keys for which updateElem(…, onlyIfAbsent) finds the key re-created. */
