@@ -76,6 +76,13 @@ if [[ $mode == test && -f scripts/test-deps.sh ]]; then
   bash scripts/test-deps.sh
 fi
 
+# Classic tracepoints (the http collector's and top's syscall hooks) are
+# found through tracefs; systemd mounts it at boot, some hosts do not.
+if [[ $mode != build && -d /sys/kernel/tracing && ! -d /sys/kernel/tracing/events && ! -d /sys/kernel/debug/tracing/events ]]; then
+  say "mounting tracefs at /sys/kernel/tracing (the syscall tracepoints are found there)"
+  mount -t tracefs nodev /sys/kernel/tracing
+fi
+
 case "$mode" in
   build) say "built" ;;
   run) exec node bin/kerntap.js "$@" ;;

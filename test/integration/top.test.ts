@@ -25,11 +25,14 @@ function inNs(ns: TestNetns, cmd: string[]): [string, string[]] {
   return ['nsenter', [`--net=/run/netns/${ns.name}`, '--', ...cmd]];
 }
 
-/** Tracefs holds the syscall tracepoints top attaches to for accept(); mounted for the test if the host has not. */
+/**
+ * Tracefs holds the syscall tracepoints top attaches to for accept(); mounted
+ * for the test if the host has not (`scripts/dev.sh` mounts it too), and left
+ * mounted: unmounting it would take it from anything else running.
+ */
 function ensureTracefs(): void {
   if (existsSync('/sys/kernel/tracing/events/syscalls') || existsSync('/sys/kernel/debug/tracing/events/syscalls')) return;
   sh(['mount', '-t', 'tracefs', 'nodev', '/sys/kernel/tracing']);
-  fixtures.add(() => spawnSync('umount', ['/sys/kernel/tracing']));
 }
 
 let portBase = 7000 + (process.pid % 500) * 4;
