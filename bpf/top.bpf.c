@@ -24,6 +24,7 @@
 #include <bpf/bpf_core_read.h>
 #include "kt_cgroup.h"
 #include "kt_net.h"
+#include "kt_maps.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -61,7 +62,8 @@ enum top_reason {
 	TOP_REASON_OTHER = 5,
 };
 
-enum top_drop { TOP_DROP_EVENTS = 0, TOP_DROP_OWNERS = 1, TOP_DROPS = 2 };
+/* Slots of kt_drops (kt_maps.h): events the ring buffer had no room for, owners the LRU could not insert. */
+enum top_drop { TOP_DROP_EVENTS = 0, TOP_DROP_OWNERS = 1 };
 
 struct owner {
 	__u64 cgroup_id;
@@ -126,15 +128,7 @@ struct {
 	__uint(max_entries, 1 << 18); /* sized by userspace */
 } events SEC(".maps");
 
-/* Events the ring buffer had no room for, owners the LRU could not insert. */
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, TOP_DROPS);
-	__type(key, __u32);
-	__type(value, __u64);
-} top_drops SEC(".maps");
-
-/* Never read: names the types userspace decodes (src/top/bpf.ts checks them against this BTF). */
+/* Never read: names the types userspace decodes (src/top/source.ts checks them against this BTF). */
 const volatile struct {
 	struct event event;
 	struct conn_record conn_record;
@@ -143,15 +137,6 @@ const volatile struct {
 	enum top_reason reason;
 	enum top_drop drop;
 } kt_layouts;
-
-static __always_inline void count_drop(__u32 slot)
-{
-	__u64 *n = bpf_map_lookup_elem(&top_drops, &slot);
-
-	/* Process context and softirq may both count on one CPU. */
-	if (n)
-		__sync_fetch_and_add(n, 1);
-}
 
 static __always_inline __u8 guess_role(const struct sock_common *skc)
 {
@@ -196,7 +181,7 @@ static __always_inline struct event *event_new(__u8 type)
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
 	if (!e) {
-		count_drop(TOP_DROP_EVENTS);
+		kt_count_drop(TOP_DROP_EVENTS);
 		return NULL;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -261,7 +246,7 @@ static __always_inline void on_syn_sent(const struct sock *sk)
 	o.role = TOP_ROLE_CLIENT;
 	o.syn_ns = bpf_ktime_get_ns();
 	if (bpf_map_update_elem(&owners, &key, &o, BPF_ANY))
-		count_drop(TOP_DROP_OWNERS);
+		kt_count_drop(TOP_DROP_OWNERS);
 }
 
 /* A passive socket is established (softirq): its owner is known at accept(). */
@@ -276,7 +261,7 @@ static __always_inline void on_passive_established(const struct sock *sk)
 	o.local_port = kt_local_port(&sk->__sk_common);
 	/* A new socket: whatever its address held before is stale. */
 	if (bpf_map_update_elem(&owners, &key, &o, BPF_ANY))
-		count_drop(TOP_DROP_OWNERS);
+		kt_count_drop(TOP_DROP_OWNERS);
 }
 
 static __always_inline void on_connected(const struct sock *sk, struct owner *o)
@@ -408,7 +393,7 @@ static __always_inline int on_accept(long fd)
 		__builtin_memset(&fresh, 0, sizeof(fresh));
 		fresh.role = TOP_ROLE_SERVER;
 		if (bpf_map_update_elem(&owners, &key, &fresh, BPF_NOEXIST))
-			count_drop(TOP_DROP_OWNERS);
+			kt_count_drop(TOP_DROP_OWNERS);
 		o = bpf_map_lookup_elem(&owners, &key);
 		if (!o)
 			return 0;

@@ -12,7 +12,6 @@ import { createLogger, LOG_LEVELS, type LogLevel } from './log.js';
 import { formatProbeTable } from './probe.js';
 import { loadWebConfig, type WebConfig } from './webconfig.js';
 import { VERSION } from './version.js';
-import { runTop } from './top/run.js';
 import { SORT_KEYS, type SortKey } from './top/model.js';
 
 interface Flags {
@@ -60,7 +59,7 @@ export interface TopFlags {
   maxSockets: number;
 }
 
-function positiveInt(value: string): number {
+function maxSocketsArg(value: string): number {
   if (!/^\d+$/.test(value) || Number(value) < 16 || Number(value) > 4_194_304) throw new InvalidArgumentError('must be an integer from 16 to 4194304');
   return Number(value);
 }
@@ -76,7 +75,7 @@ export function addTopCommand(program: Command, onTop: (flags: TopFlags) => void
     .addOption(new Option('--interval <duration>', 'refresh interval, e.g. 1s').argParser(durationArg).default(1000, '1s'))
     .addOption(new Option('--sort <key>', 'sort connections by').choices([...SORT_KEYS]).default('rate'))
     .addOption(new Option('--filter <text>', 'show only connections and events matching: text (comm, container, peer or port), or port:N, comm:X, container:X, peer:X'))
-    .addOption(new Option('--max-sockets <n>', 'sockets whose owner (pid, comm, cgroup) is remembered; least recently used go first').argParser(positiveInt).default(65_536))
+    .addOption(new Option('--max-sockets <n>', 'sockets whose owner (pid, comm, cgroup) is remembered; least recently used go first').argParser(maxSocketsArg).default(65_536))
     .allowExcessArguments(false)
     .action((opts: Record<string, unknown>) => {
       onTop({
@@ -178,6 +177,8 @@ async function mainTop(program: Command, flags: TopFlags): Promise<void> {
     throw err;
   }
   try {
+    // Loaded here, not at start: the exporter never needs the view's code.
+    const { runTop } = await import('./top/run.js');
     const code = await runTop({
       once: flags.once ?? false, output: flags.output, intervalMs: flags.interval, sort: flags.sort,
       filter: flags.filter, maxSockets: flags.maxSockets, ringBytes: TOP_RING_BYTES, config,

@@ -6,6 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import type { NativeBinding, NativeError } from './bpf/native.js';
 import type { CollectorDefinition, Hook } from './collectors/types.js';
+import { missingHelper } from './collectors/common.js';
 
 export const CAP = { SYS_ADMIN: 21, PERFMON: 38, BPF: 39 } as const;
 export const BTF_PATH = '/sys/kernel/btf/vmlinux';
@@ -72,8 +73,7 @@ export function explainLoadFailure(err: unknown): string {
   const e = err as NativeError;
   const log = e.verifierLog ?? '';
   const program = e.program ? ` (program ${e.program})` : '';
-  // Older kernels say "unknown func bpf_x#N", newer ones "program of this type cannot use helper bpf_x#N".
-  const helper = /(?:unknown func|cannot use helper) (\w+)#\d+/.exec(log)?.[1];
+  const helper = missingHelper(err);
   if (helper) return `kernel lacks helper ${helper} for this program type${program}`;
   const relo = /failed to resolve CO-RE relocation.*|<invalid CO-RE relocation>.*/.exec(log)?.[0];
   if (relo) return `kernel lacks a field or type the program reads${program}: ${relo}`;

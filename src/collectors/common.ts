@@ -4,14 +4,25 @@ import type { BpfObjectHandle, MapBatch, NativeError } from '../bpf/native.js';
 import type { CgroupResolver } from '../cgroup/resolver.js';
 import { HIST_SLOTS, HIST_WORDS } from '../model/histogram.js';
 
-/** The helper a verifier refused as unknown ("unknown func bpf_x#N"), from a load error. */
+/**
+ * The helper a verifier refused for the program's type, from a load error:
+ * older kernels say "unknown func bpf_x#N", newer ones "program of this type
+ * cannot use helper bpf_x#N".
+ */
 export function missingHelper(err: unknown): string | undefined {
   const log = (err as NativeError | undefined)?.verifierLog ?? '';
-  return /unknown func (\w+)#\d+/.exec(log)?.[1];
+  return /(?:unknown func|cannot use helper) (\w+)#\d+/.exec(log)?.[1];
 }
 
 export function lacksHelper(err: unknown, helper: string): boolean {
   return (err as NativeError | undefined)?.code === 'EVERIFIER' && missingHelper(err) === helper;
+}
+
+/** A u32 as BPF globals (rodata) and keys hold it. */
+export function u32Value(v: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(v);
+  return b;
 }
 
 export function u64Key(v: bigint): Buffer {

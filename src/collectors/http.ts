@@ -17,7 +17,7 @@ import type { BpfObjectHandle, MapBatch } from '../bpf/native.js';
 import { decodeHistogram, HIST_WORDS } from '../model/histogram.js';
 import { defineMetric } from '../model/metric.js';
 import { histogramFamily, type RawFamily, type RawHistogramPoint } from '../model/snapshot.js';
-import { checkDropsMap, checkHistValue, expireCgroupEntries } from './common.js';
+import { checkDropsMap, checkHistValue, expireCgroupEntries, u32Value } from './common.js';
 import { formatAddress, portRange } from './tcp.js';
 import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
 
@@ -266,11 +266,6 @@ class HttpCollector implements CollectorInstance {
   }
 }
 
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-}
 
 const SYSCALL_TP_SINCE = '4.7, with CONFIG_FTRACE_SYSCALLS and tracefs mounted';
 const syscallHook = (name: string) => ({ kind: 'tracepoint' as const, name: `syscalls/${name}`, since: SYSCALL_TP_SINCE });
@@ -289,7 +284,7 @@ export const http: CollectorDefinition<HttpConfig> = {
     const [lo, hi] = config.ephemeral_ports;
     const obj = new ctx.native.BpfObject(ctx.objectPath('http'), {
       maxEntries: { conns: config.max_connections, reqs: config.max_series + 1, pending: config.max_pending },
-      rodata: { ephemeral_lo: u32(lo), ephemeral_hi: u32(hi) },
+      rodata: { ephemeral_lo: u32Value(lo), ephemeral_hi: u32Value(hi) },
     });
     let collector: HttpCollector;
     try {

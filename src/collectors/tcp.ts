@@ -17,7 +17,7 @@ import { decodeCString } from '../labels.js';
 import { decodeHistogram, HIST_WORDS } from '../model/histogram.js';
 import { defineMetric } from '../model/metric.js';
 import { histogramFamily, numberFamily, type RawFamily, type RawHistogramPoint, type RawNumberPoint } from '../model/snapshot.js';
-import { checkDropsMap, checkHistValue, expireCgroupEntries, lacksHelper } from './common.js';
+import { checkDropsMap, checkHistValue, expireCgroupEntries, lacksHelper, u32Value } from './common.js';
 import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
 
 const CGROUP_LABEL = ['cgroup'] as const;
@@ -179,11 +179,6 @@ export function formatAddress(bytes: Buffer): string {
   return addr.isIPv4MappedAddress() ? addr.toIPv4Address().toString() : addr.toString();
 }
 
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-}
 
 interface FlowSeen {
   total: bigint;
@@ -456,8 +451,8 @@ export const tcp: CollectorDefinition<TcpConfig> = {
         sock_table: store === 'socket table' ? config.max_sockets : 1,
       },
       rodata: {
-        ephemeral_lo: u32(lo), ephemeral_hi: u32(hi), per_connection: u32(config.per_connection.enabled ? 1 : 0),
-        sk_storage_ok: u32(store === 'socket storage' ? 1 : 0),
+        ephemeral_lo: u32Value(lo), ephemeral_hi: u32Value(hi), per_connection: u32Value(config.per_connection.enabled ? 1 : 0),
+        sk_storage_ok: u32Value(store === 'socket storage' ? 1 : 0),
       },
     });
     // Tracing programs get socket storage from 5.11 on; the verifier of an

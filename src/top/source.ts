@@ -10,6 +10,7 @@ import { checkScalar, enumValues, globalLayout, type ObjectBtf } from '../bpf/la
 import { loadNative, packageRoot, type BpfObjectHandle, type NativeBinding } from '../bpf/native.js';
 import { formatAddress } from '../collectors/tcp.js';
 import { decodeCString } from '../labels.js';
+import { checkDropsMap, readDropCounts, u32Value } from '../collectors/common.js';
 import { btfProblem, effectiveCapabilities, explainLoadFailure, privilegeProblem } from '../probe.js';
 
 const SITE = { collector: 'top', object: 'top.bpf.o' };
@@ -27,7 +28,7 @@ const REASONS = {
   TOP_REASON_NONE: '', TOP_REASON_REFUSED: 'refused', TOP_REASON_TIMEOUT: 'timeout', TOP_REASON_RESET: 'reset',
   TOP_REASON_UNREACHABLE: 'unreachable', TOP_REASON_OTHER: 'other',
 } as const;
-const DROPS = ['TOP_DROP_EVENTS', 'TOP_DROP_OWNERS', 'TOP_DROPS'] as const;
+const DROPS = ['TOP_DROP_EVENTS', 'TOP_DROP_OWNERS'] as const;
 const STATES = ['', 'ESTABLISHED', 'SYN_SENT', 'SYN_RECV', 'FIN_WAIT1', 'FIN_WAIT2', 'TIME_WAIT', 'CLOSE', 'CLOSE_WAIT', 'LAST_ACK', 'LISTEN', 'CLOSING'];
 
 /** A live socket as the iterator saw it. Strings from the kernel are raw here (escaped by the view). */
@@ -104,8 +105,7 @@ function layouts(btf: ObjectBtf) {
     local: 16, peer: 16, pid: 4, srtt_us: 4, local_port: 2, peer_port: 2, state: 1, role: 1, comm: 16,
   });
   checkScalar(btf, SITE, 'owners', 'key', 8);
-  checkScalar(btf, SITE, 'top_drops', 'key', 4);
-  checkScalar(btf, SITE, 'top_drops', 'value', 8);
+  checkDropsMap(btf, SITE);
   const byValue = <T extends string>(values: Record<string, number>, labels: Record<string, T>): T[] => {
     const out: T[] = [];
     for (const [k, v] of Object.entries(values)) out[v] = labels[k]!;
@@ -129,12 +129,6 @@ export interface TopSourceOptions {
   objectPath?: string;
 }
 
-function u32(v: number): Buffer {
-  const b = Buffer.alloc(4);
-  b.writeUInt32LE(v);
-  return b;
-}
-
 export class TopSource {
   /** How this kernel runs top where that differs from the usual (one line each). */
   readonly notes: string[] = [];
@@ -151,7 +145,7 @@ export class TopSource {
     try {
       obj = new native.BpfObject(objectPath, {
         maxEntries: { owners: opts.maxSockets, events: opts.ringBytes },
-        rodata: { ephemeral_lo: u32(opts.ephemeralPorts[0]), ephemeral_hi: u32(opts.ephemeralPorts[1]) },
+        rodata: { ephemeral_lo: u32Value(opts.ephemeralPorts[0]), ephemeral_hi: u32Value(opts.ephemeralPorts[1]) },
         skipPrograms: missing.length ? ACCEPT_PROGRAMS : [],
       });
     } catch (err) {
@@ -242,12 +236,8 @@ export class TopSource {
 
   /** Events the ring buffer had no room for, and owners the table could not hold, since start. */
   async drops(): Promise<{ events: number; owners: number }> {
-    const batch = await this.obj.readMap('top_drops');
-    const at = (slot: number) => {
-      for (let i = 0; i < batch.count; i++) if (batch.keys.readUInt32LE(i * 4) === slot) return Number(batch.values[i]);
-      return 0;
-    };
-    return { events: at(this.L.drop.TOP_DROP_EVENTS!), owners: at(this.L.drop.TOP_DROP_OWNERS!) };
+    const counts = await readDropCounts(this.obj);
+    return { events: counts[this.L.drop.TOP_DROP_EVENTS!] ?? 0, owners: counts[this.L.drop.TOP_DROP_OWNERS!] ?? 0 };
   }
 
   /** Program ids (for tests: they must be gone after close). */
