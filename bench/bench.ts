@@ -400,13 +400,13 @@ const spread = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), ma
  * so kerntap's and bpftrace's extra CPU per request compare their whole cost.
  */
 async function appOverhead(app: App) {
-  type Side = 'off' | 'on' | 'bpftrace';
+  type Side = 'off' | 'on' | 'bpftrace' | 'floor';
   const result: Record<string, unknown> = {};
   for (const close of [true, false]) {
     const rounds: Record<Side, WrkResult>[] = [];
     for (let r = 0; r < P.rounds; r++) {
-      const sides: Side[] = ['off', 'on', 'bpftrace'];
-      const order = [...sides.slice(r % 3), ...sides.slice(0, r % 3)];
+      const sides: Side[] = ['off', 'on', 'bpftrace', 'floor'];
+      const order = [...sides.slice(r % sides.length), ...sides.slice(0, r % sides.length)];
       const got: Partial<Record<Side, WrkResult>> = {};
       for (const side of order) {
         if (side === 'on') {
@@ -424,13 +424,21 @@ async function appOverhead(app: App) {
           } finally {
             await bt.stop();
           }
+        } else if (side === 'floor') {
+          // Empty programs on the same hooks: what any program there costs the app.
+          const floor = Floor.start();
+          try {
+            got.floor = app.wrk({ seconds: P.roundS, close });
+          } finally {
+            floor.stop();
+          }
         } else {
           got.off = app.wrk({ seconds: P.roundS, close });
         }
       }
       const round = got as Record<Side, WrkResult>;
       rounds.push(round);
-      log(`app overhead (${close ? 'new connection per request' : 'keep-alive'}) round ${r + 1}: req/s ${(round.on.requestsPerS / round.off.requestsPerS).toFixed(3)}, CPU/request ${(round.off.cpuUsPerRequest / round.on.cpuUsPerRequest).toFixed(3)} (bpftrace ${(round.off.cpuUsPerRequest / round.bpftrace.cpuUsPerRequest).toFixed(3)})`);
+      log(`app overhead (${close ? 'new connection per request' : 'keep-alive'}) round ${r + 1}: req/s ${(round.on.requestsPerS / round.off.requestsPerS).toFixed(3)}, CPU/request ${(round.off.cpuUsPerRequest / round.on.cpuUsPerRequest).toFixed(3)} (bpftrace ${(round.off.cpuUsPerRequest / round.bpftrace.cpuUsPerRequest).toFixed(3)}, floor ${(round.off.cpuUsPerRequest / round.floor.cpuUsPerRequest).toFixed(3)})`);
     }
     const extra = (r: Record<Side, WrkResult>, side: Side) => r[side].cpuUsPerRequest - r.off.cpuUsPerRequest;
     result[close ? 'connection_per_request' : 'keep_alive'] = {
@@ -443,8 +451,16 @@ async function appOverhead(app: App) {
       cpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.on.cpuUsPerRequest)),
       bpftraceRequestsPerS: spread(rounds.map((r) => r.bpftrace.requestsPerS / r.off.requestsPerS)),
       bpftraceCpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.bpftrace.cpuUsPerRequest)),
-      /** Extra app CPU per request (µs) with kerntap and with bpftrace attached (medians over rounds). */
-      extraCpuUsPerRequest: { kerntap: median(rounds.map((r) => extra(r, 'on'))), bpftrace: median(rounds.map((r) => extra(r, 'bpftrace'))) },
+      floorRequestsPerS: spread(rounds.map((r) => r.floor.requestsPerS / r.off.requestsPerS)),
+      floorCpuPerRequest: spread(rounds.map((r) => r.off.cpuUsPerRequest / r.floor.cpuUsPerRequest)),
+      /** Extra app CPU per request (µs) with kerntap, bpftrace and the empty programs attached (medians over rounds). */
+      extraCpuUsPerRequest: {
+        kerntap: median(rounds.map((r) => extra(r, 'on'))), bpftrace: median(rounds.map((r) => extra(r, 'bpftrace'))),
+        floor: median(rounds.map((r) => extra(r, 'floor'))),
+        /** Within each round, kerntap's extra above the floor's, and as a ratio to bpftrace's extra above the floor. */
+        kerntapAboveFloor: bootstrapMedian(rounds.map((r) => extra(r, 'on') - extra(r, 'floor'))),
+        aboveFloorVsBpftrace: bootstrapMedian(rounds.map((r) => (extra(r, 'on') - extra(r, 'floor')) / (extra(r, 'bpftrace') - extra(r, 'floor')))),
+      },
       rpsOff: median(rounds.map((r) => r.off.requestsPerS)), rpsOn: median(rounds.map((r) => r.on.requestsPerS)),
       rpsBpftrace: median(rounds.map((r) => r.bpftrace.requestsPerS)),
       cpuUsPerRequestOff: median(rounds.map((r) => r.off.cpuUsPerRequest)), cpuUsPerRequestOn: median(rounds.map((r) => r.on.cpuUsPerRequest)),

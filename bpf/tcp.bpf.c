@@ -4,10 +4,11 @@
  *
  * - inet_sock_set_state: connect latency (SYN_SENT -> ESTABLISHED), passive
  *   handshake time, failed connects and their reason, connection lifetime,
- *   active connections, and the final traffic of a connection at close.
+ *   open connections, and the final traffic of a connection at close.
  * - tcp_probe (every segment received in ESTABLISHED, data or ACK): smoothed
  *   RTT histogram (one sample per socket per RTT_SAMPLE_US of its activity),
- *   and the traffic since the last event.
+ *   and the traffic since the last event (from 10 ms after a connection's
+ *   first segment, or once it owes 32 KiB: a short one reports at close).
  * - tcp_send_reset / tcp_receive_reset: resets.
  * - tcp_retransmit_synack: SYN-ACK retransmits (SYN retransmits are read
  *   from the socket's own counter when its handshake ends).
@@ -68,6 +69,16 @@ enum drop_slot { DROP_FLOWS = 0, DROP_HISTS = 1, DROP_SOCKS = 2 };
 #define RTT_SAMPLE_US 10000
 
 /*
+ * Traffic of a young connection is left to its close, which reports it all
+ * with the lookup it makes anyway: most short connections end within
+ * 10 ms, and claiming at each of their segments cost a flow lookup and
+ * shared atomics per segment. tcp_probe claims once the connection is
+ * older than that, or owes this many bytes.
+ */
+#define CLAIM_AFTER_US 10000
+#define CLAIM_OWED_BYTES 32768
+
+/*
  * Traffic is aggregated per cgroup x role x peer x service port: the peer's
  * port for a client, the local (listening) port for a server, so a host
  * serving several ports from one cgroup tells them apart. 0: ephemeral.
@@ -84,7 +95,7 @@ struct flow_val {
 	__u64 sent;
 	__u64 received;
 	__u64 retrans;
-	__u64 active; /* two's complement: +1 and -1 from different events sum right */
+	__u64 active; /* open connections (established, until CLOSE); two's complement: +1 and -1 from different events sum right */
 	__u64 resets_sent;
 	__u64 resets_received;
 	__u64 syn_retrans; /* SYN and SYN-ACK retransmits, as TCPSynRetrans counts them */
@@ -105,8 +116,9 @@ struct sock_state {
 	__u64 received;
 	__u64 retrans;
 	__u64 rtt_sampled_us; /* tp->tcp_mstamp at the last RTT sample; 0: none yet */
+	__u64 young_until_us; /* tp->tcp_mstamp until which tcp_probe leaves traffic to the close; 0: not set */
 	__u8 role;
-	__u8 established;    /* counted in flow_val.active */
+	__u8 established;    /* counted in flow_val.active (reached ESTABLISHED, not yet closed) */
 	__u8 key_ok;
 	__u8 resets_received; /* a received reset is always followed by CLOSE: added to the flow there */
 	__u8 pad[4];
@@ -278,16 +290,17 @@ static __always_inline void report_traffic(struct sock_state *st, const struct s
 		add_traffic(st, v, acked, received, retrans);
 }
 
-static __always_inline void set_active(struct sock_state *st, const struct sock *sk, bool on)
+/* Counts the connection in its flow's open gauge, once; on_close takes it out. */
+static __always_inline void set_open(struct sock_state *st, const struct sock *sk)
 {
 	struct flow_val *v;
 
-	if (st->established == on)
+	if (st->established)
 		return;
 	v = flow_of(key_of(st, sk));
 	if (v)
-		__sync_fetch_and_add(&v->active, on ? 1 : (__u64)-1);
-	st->established = on;
+		__sync_fetch_and_add(&v->active, 1);
+	st->established = 1;
 }
 
 static __always_inline __u32 failure_of(int err)
@@ -335,7 +348,7 @@ static __always_inline void on_syn_recv(const struct sock *sk)
 	if (!st)
 		return;
 	st->syn_ns = st->est_ns = st->acked = st->received = 0;
-	st->retrans = st->rtt_sampled_us = 0;
+	st->retrans = st->rtt_sampled_us = st->young_until_us = 0;
 	st->role = ROLE_SERVER;
 	st->established = st->key_ok = st->resets_received = 0;
 }
@@ -377,7 +390,7 @@ static __always_inline void on_established(struct sock_state *st, const struct s
 	st->acked = tp->bytes_acked;
 	st->received = tp->bytes_received;
 	st->est_ns = now;
-	set_active(st, sk, true);
+	set_open(st, sk);
 }
 
 /*
@@ -421,7 +434,7 @@ static __always_inline void on_close(struct sock_state *st, const struct sock *s
 		hist_add(key_of(st, sk)->cgroup_id,
 			 st->role == ROLE_CLIENT ? HIST_LIFETIME_CLIENT : HIST_LIFETIME_SERVER, now - st->est_ns);
 	/* The socket may be reused (connect after close): start over. */
-	st->syn_ns = st->est_ns = 0;
+	st->syn_ns = st->est_ns = st->young_until_us = 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -445,17 +458,14 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 		return 0;
 	}
 
-	/* Closing steps (FIN_WAIT1 -> FIN_WAIT2, CLOSE_WAIT -> LAST_ACK, ...)
-	 * owe nothing, except leaving ESTABLISHED: return before any lookup. */
-	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE && oldstate != KT_TCP_ESTABLISHED)
+	/* The closing steps (ESTABLISHED -> FIN_WAIT1 or CLOSE_WAIT, FIN_WAIT1
+	 * -> FIN_WAIT2, ...) owe nothing: a connection counts as open until
+	 * CLOSE, so they return before any lookup (2 of a connection's 5). */
+	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE)
 		return 0;
 	st = state_of(sk, false);
 	if (!st)
 		return 0; /* a socket from before kerntap that never sent or received since */
-	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE) {
-		set_active(st, sk, false); /* ESTABLISHED -> FIN_WAIT1 or CLOSE_WAIT */
-		return 0;
-	}
 	tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp)
 		return 0;
@@ -486,7 +496,7 @@ int BPF_PROG(tcp_probe, struct sock *sk, struct sk_buff *skb)
 		st->received = tp->bytes_received;
 		st->retrans = tp->total_retrans;
 		st->role = guess_role(sk);
-		set_active(st, sk, true);
+		set_open(st, sk);
 	}
 	srtt = tp->srtt_us >> 3;
 	/* tcp_mstamp is the socket's own µs clock (refreshed at every segment
@@ -499,6 +509,13 @@ int BPF_PROG(tcp_probe, struct sock *sk, struct sk_buff *skb)
 			hist_add(key_of(st, sk)->cgroup_id, HIST_RTT, (__u64)srtt * 1000);
 		}
 	}
+	/* Young until CLAIM_AFTER_US of the socket's clock after its first
+	 * segment here; one opened before kerntap counts as old. */
+	if (!st->young_until_us)
+		st->young_until_us = st->est_ns ? tp->tcp_mstamp + CLAIM_AFTER_US : 1;
+	if (tp->tcp_mstamp < st->young_until_us &&
+	    tp->bytes_acked - st->acked + tp->bytes_received - st->received < CLAIM_OWED_BYTES)
+		return 0;
 	report_traffic(st, sk, tp);
 	return 0;
 }

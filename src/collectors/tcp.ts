@@ -67,7 +67,7 @@ export const tcpMetrics = {
   }),
   active: defineMetric({
     name: 'kerntap.tcp.connections.active', kind: 'gauge', unit: '{connection}', labels: FLOW_LABELS,
-    help: 'Established TCP connections, per cgroup, role and peer.',
+    help: 'Open TCP connections (established and not yet closed, closing states included), per cgroup, role and peer.',
   }),
   listeners: defineMetric({
     name: 'kerntap.tcp.listeners', kind: 'gauge', unit: '{socket}', labels: ['cgroup', 'comm', 'port'],
