@@ -83,10 +83,10 @@ test('a full cgroup map: overflow is counted, totals kept under ~overflow, track
   assert.ok(tracked.length > 0 && tracked.length < cgs.length, `some tracked (${tracked.length}), some overflowed`);
   const exact = tracked.filter((cg) => startedWithRoom.has(cg));
   assert.ok(exact.length > 0, `some cgroups started with room in the map (${startedWithRoom.size}) and are tracked`);
-  // Never more than cpu.stat, and nearly all exact: a short process in a
-  // fresh cgroup is now and then counted short by a scheduler slice, not yet
-  // explained (RELIABILITY.md, "Known issue"); cgroup_cpu.test.ts holds every
-  // cgroup to 1%.
+  // Never more than cpu.stat, and nearly all exact: this machine's kernel
+  // does not trace the switch-outs of its sandbox agent's threads, and the
+  // slice that follows one is now and then counted short (RELIABILITY.md,
+  // "Known issue"); cgroup_cpu.test.ts holds every cgroup to 1%.
   const off: string[] = [];
   for (const cg of exact) {
     const v = value(s, 'kerntap_cgroup_cpu_time_seconds_total', { cgroup: cg.label })!;
