@@ -37,6 +37,8 @@ const { values: ARGS } = parseArgs({
     smoke: { type: 'boolean' }, only: { type: 'string' },
     // --only ab
     ab: { type: 'string' }, rounds: { type: 'string' }, seconds: { type: 'string' }, 'keep-alive': { type: 'boolean' },
+    // --only appOverhead: which sides (default off,on,bpftrace,floor; `idle` is kerntap attached with no poll in the round)
+    sides: { type: 'string' },
   },
 });
 const SMOKE = ARGS.smoke === true;
@@ -400,27 +402,29 @@ const spread = (xs: number[]) => ({ median: median(xs), min: Math.min(...xs), ma
  * so kerntap's and bpftrace's extra CPU per request compare their whole cost.
  */
 async function appOverhead(app: App) {
-  type Side = 'off' | 'on' | 'bpftrace' | 'floor';
+  type Side = 'off' | 'on' | 'bpftrace' | 'floor' | 'idle';
   const result: Record<string, unknown> = {};
-  for (const close of [true, false]) {
+  const sides = (ARGS.sides?.split(',') ?? ['off', 'on', 'bpftrace', 'floor']) as Side[];
+  const nRounds = ARGS.rounds ? positiveOption('rounds', ARGS.rounds, P.rounds) : P.rounds;
+  const roundS = ARGS.seconds ? positiveOption('seconds', ARGS.seconds, P.roundS) : P.roundS;
+  for (const close of ARGS['keep-alive'] ? [false] : ARGS.sides ? [true] : [true, false]) {
     const rounds: Record<Side, WrkResult>[] = [];
-    for (let r = 0; r < P.rounds; r++) {
-      const sides: Side[] = ['off', 'on', 'bpftrace', 'floor'];
+    for (let r = 0; r < nRounds; r++) {
       const order = [...sides.slice(r % sides.length), ...sides.slice(0, r % sides.length)];
       const got: Partial<Record<Side, WrkResult>> = {};
       for (const side of order) {
-        if (side === 'on') {
-          const k = await startExporter(['--poll.interval', '5s']);
+        if (side === 'on' || side === 'idle') {
+          const k = await startExporter(['--poll.interval', side === 'on' ? '5s' : '1h']);
           try {
             await sleep(2000); // past start-up work (first poll, cgroup walk)
-            got.on = app.wrk({ seconds: P.roundS, close });
+            got[side] = app.wrk({ seconds: roundS, close });
           } finally {
             await k.stop();
           }
         } else if (side === 'bpftrace') {
           const bt = await Bpftrace.start();
           try {
-            got.bpftrace = app.wrk({ seconds: P.roundS, close });
+            got.bpftrace = app.wrk({ seconds: roundS, close });
           } finally {
             await bt.stop();
           }
@@ -428,19 +432,32 @@ async function appOverhead(app: App) {
           // Empty programs on the same hooks: what any program there costs the app.
           const floor = Floor.start();
           try {
-            got.floor = app.wrk({ seconds: P.roundS, close });
+            got.floor = app.wrk({ seconds: roundS, close });
           } finally {
             floor.stop();
           }
         } else {
-          got.off = app.wrk({ seconds: P.roundS, close });
+          got.off = app.wrk({ seconds: roundS, close });
         }
       }
       const round = got as Record<Side, WrkResult>;
       rounds.push(round);
-      log(`app overhead (${close ? 'new connection per request' : 'keep-alive'}) round ${r + 1}: req/s ${(round.on.requestsPerS / round.off.requestsPerS).toFixed(3)}, CPU/request ${(round.off.cpuUsPerRequest / round.on.cpuUsPerRequest).toFixed(3)} (bpftrace ${(round.off.cpuUsPerRequest / round.bpftrace.cpuUsPerRequest).toFixed(3)}, floor ${(round.off.cpuUsPerRequest / round.floor.cpuUsPerRequest).toFixed(3)})`);
+      const others = order.filter((side) => side !== 'off');
+      log(`app overhead (${close ? 'new connection per request' : 'keep-alive'}) round ${r + 1}: `
+        + others.map((side) => `${side} req/s ${(round[side].requestsPerS / round.off.requestsPerS).toFixed(3)}, +${(round[side].cpuUsPerRequest - round.off.cpuUsPerRequest).toFixed(2)} µs/request`).join('; '));
     }
     const extra = (r: Record<Side, WrkResult>, side: Side) => r[side].cpuUsPerRequest - r.off.cpuUsPerRequest;
+    if (ARGS.sides) {
+      // A development run with chosen sides: the same two figures for each.
+      result[close ? 'connection_per_request' : 'keep_alive'] = {
+        rounds, cpuUsPerRequestOff: median(rounds.map((r) => r.off.cpuUsPerRequest)),
+        ...Object.fromEntries(sides.filter((side) => side !== 'off').map((side) => [side, {
+          requestsPerS: bootstrapMedian(rounds.map((r) => r[side].requestsPerS / r.off.requestsPerS)),
+          extraCpuUsPerRequest: bootstrapMedian(rounds.map((r) => extra(r, side))),
+        }])),
+      };
+      continue;
+    }
     result[close ? 'connection_per_request' : 'keep_alive'] = {
       rounds,
       requestsPerS: spread(rounds.map((r) => r.on.requestsPerS / r.off.requestsPerS)),

@@ -608,6 +608,27 @@ const volatile struct {
 	enum drop_slot drop_slot;
 } kt_layouts;
 
+/*
+ * Jiffies at the start of the iterator's walk in progress, and of the last
+ * walk that ran to its end: a connection that has sent and received nothing
+ * since then owes nothing that walk did not report, so it is passed over
+ * without a socket-storage lookup (most of what a walk of many idle
+ * connections cost). 0: no walk has ended yet, look at every socket.
+ */
+__u64 walk_started;
+__u64 walked_since;
+
+/*
+ * The connection's last segment sent (data or retransmit) or received (ACK or
+ * data), in jiffies: every change to the counters report_traffic reads moves
+ * one of these in the same locked section.
+ */
+static __always_inline bool quiet_since(const struct tcp_sock *tp, __u32 since)
+{
+	return (__s32)(tp->rcv_tstamp - since) < 0 && (__s32)(tp->lsndtime - since) < 0 &&
+	       (__s32)(tp->inet_conn.icsk_ack.lrcvtime - since) < 0;
+}
+
 SEC("iter/tcp")
 int tcp_sockets(struct bpf_iter__tcp *ctx)
 {
@@ -618,12 +639,19 @@ int tcp_sockets(struct bpf_iter__tcp *ctx)
 	struct tcp_sock *tp;
 	__u8 state;
 
-	if (!skc)
+	if (!skc) {
+		walked_since = walk_started; /* called without a socket once, when the walk has ended */
 		return 0;
+	}
+	if (ctx->meta->seq_num == 0)
+		walk_started = bpf_jiffies64();
 	tp = bpf_skc_to_tcp_sock(skc);
 	if (!tp)
 		return 0; /* request and time-wait sockets */
 	state = skc->skc_state;
+	if (state == KT_TCP_ESTABLISHED && !per_connection && walked_since &&
+	    quiet_since(tp, (__u32)walked_since))
+		return 0;
 	st = state_of((struct sock *)tp, false);
 	/* tcp_probe fires before the segment is processed, so the last segment
 	 * of a connection that went quiet is not counted yet: count it now.

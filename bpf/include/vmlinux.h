@@ -132,7 +132,18 @@ struct sock {
 	u8 sk_shutdown;
 };
 
+struct inet_connection_sock_ack {
+	u32 lrcvtime; /* jiffies of the last data received */
+};
+
+struct inet_connection_sock {
+	struct inet_connection_sock_ack icsk_ack;
+};
+
 struct tcp_sock {
+	struct inet_connection_sock inet_conn;
+	u32 rcv_tstamp; /* jiffies of the last ACK received */
+	u32 lsndtime;   /* jiffies of the last data sent, retransmits too */
 	u32 srtt_us;
 	u64 tcp_mstamp; /* most recent packet received or sent, µs (4.13+) */
 	u64 bytes_acked;

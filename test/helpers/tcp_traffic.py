@@ -11,6 +11,8 @@
                             after the peer's close) and print "sent"
   hold HOST PORT N K        like client with K connections, but keep them open
                             (prints "ready" when all exchanged, then sleeps)
+  more HOST PORT N K FILE   like hold; once FILE exists, send N more bytes on
+                            each connection, print "sent", and sleep
   refused HOST PORT K       K connects to a closed port (each must be refused)
   fail HOST PORT K ERRNO    K concurrent connects that must all fail with ERRNO
                             (e.g. ETIMEDOUT, EHOSTUNREACH)
@@ -129,6 +131,16 @@ def main():
         n, k = int(sys.argv[4]), int(sys.argv[5])
         conns = [exchange(host, port, n) for _ in range(k)]
         print("ready", flush=True)
+        time.sleep(3600)
+    elif mode == "more":
+        n, k = int(sys.argv[4]), int(sys.argv[5])
+        conns = [exchange(host, port, n) for _ in range(k)]
+        print("ready", flush=True)
+        while not os.path.exists(sys.argv[6]):
+            time.sleep(0.01)
+        for c in conns:
+            c.sendall(b"z" * n)
+        print("sent", flush=True)
         time.sleep(3600)
     elif mode == "refused":
         for _ in range(int(sys.argv[4])):

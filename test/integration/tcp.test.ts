@@ -6,6 +6,9 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
 import { requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, writeConfig } from '../helpers/exporter.js';
 import { waitFor, waitForPoll } from '../helpers/wait.js';
@@ -89,6 +92,38 @@ test('live connections: counters and the active gauge agree with ss -ti', async 
   const after = await settled();
   assert.equal(total(after, 'kerntap_tcp_sent_bytes_total', cli), K * N, 'nothing added or lost at close');
   assert.equal(total(after, 'kerntap_tcp_connections_active', cli), 0);
+});
+
+test('quiet connections passed over by the socket walk: traffic after a quiet spell is exact at the next poll', async (t) => {
+  if (!requireBpf(t)) return;
+  const server = fixtures.cgroup('kt-tcp-srv');
+  const client = fixtures.cgroup('kt-tcp-cli');
+  const p = await freePort();
+  const N = 50_000;
+  const K = 3;
+  const go = path.join(tmpdir(), `kt-more-${process.pid}-${p}`);
+  fixtures.add(() => rmSync(go, { force: true }));
+  await startServer(server, `server 127.0.0.1 ${p} ${N}`);
+  const more = client.run(`python3 ${TRAFFIC} more 127.0.0.1 ${p} ${N} ${K} ${go}`, 'pipe');
+  await waitForLine(more, 'ready');
+  const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(p) };
+  const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', server_port: String(p) };
+  const first = await settled();
+  assert.equal(total(first, 'kerntap_tcp_sent_bytes_total', cli), K * N);
+  // Two more walks while nothing moves: the second passes over these connections.
+  await settled();
+  await settled();
+  writeFileSync(go, '');
+  await waitForLine(more, 'sent');
+  // The last ACK of each burst is counted only by the socket walk (tcp_probe fires before a segment is processed).
+  await waitFor('ss to show every byte acked', () => {
+    const ours = ssSockets(p).filter((x) => x.peer === `127.0.0.1:${p}`);
+    return ours.length === K && ours.every((x) => x.bytesAcked - 1 === 2 * N) || undefined;
+  });
+  const s = await settled();
+  assert.equal(total(s, 'kerntap_tcp_sent_bytes_total', cli), 2 * K * N, 'client sent = ss bytes_acked');
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', srv), 2 * K * N, 'server received');
+  assert.equal(total(s, 'kerntap_tcp_received_bytes_total', cli), K * N, 'client received nothing more');
 });
 
 test('veth into another network namespace: exact bytes, and connects agree with /proc/net/snmp', async (t) => {

@@ -8,14 +8,15 @@
  *   node dist/test/kernel/check.js --mode matrix|memory192|sweep --kernel NAME --out FILE
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { release } from 'node:os';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { release, tmpdir } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BIN, mapMemlock } from '../helpers/env.js';
 import { sleep, startExporter, stopAndWatchUnload, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { find, parseExposition, value, type Sample } from '../helpers/exposition.js';
-import { Cleanups, exited, freePort, runClient, startServer, tcpMib, totalOrZero } from '../helpers/net.js';
+import { Cleanups, TRAFFIC, exited, freePort, runClient, ssSockets, startServer, tcpMib, totalOrZero, waitForLine } from '../helpers/net.js';
+import { waitForPoll } from '../helpers/wait.js';
 import { CgroupPool, ConnectionPool } from '../helpers/load.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { detectCgroup2Root } from '../../src/cgroup/mount.js';
@@ -135,7 +136,7 @@ async function nsServer(fixtures: Cleanups, mode: string, args = '') {
   return { ns, client, port };
 }
 
-export const MATRIX_CHECKS = ['collectors', 'cpu', 'bytes', 'connects', 'rtt', 'listeners', 'retransmits', 'top', 'sigterm'];
+export const MATRIX_CHECKS = ['collectors', 'cpu', 'bytes', 'live', 'connects', 'rtt', 'listeners', 'retransmits', 'top', 'sigterm'];
 
 /** Median wall time of a bare `node -e ""`: how fast this machine runs node, for time bounds under TCG. */
 export function nodeStartMs(): number {
@@ -219,6 +220,41 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
         fail(`want ${M * N} each; client sent/received ${got[0]}/${got[1]}, server sent/received ${got[2]}/${got[3]}; seen: ${seenSeries(await scrape(), 'kerntap_tcp_sent_bytes_total', (l) => l.server_port === String(port) || l.cgroup === server.label)}`);
       }
       return `${M} x ${N} B each way, client and server exact`;
+    });
+
+    // Live connections that go quiet, then send again: the socket walk passes
+    // quiet ones over, and must still count the burst's last ACK at the next
+    // poll. Before 5.15 the walk does not count (no socket lock): kerntap may
+    // lag ss by that ACK while the connection is quiet, never exceed it.
+    await run.check('live', async () => {
+      needs('tcp');
+      const [major, minor] = release().split('.').map(Number) as [number, number];
+      const walkCounts = major > 5 || (major === 5 && minor >= 15);
+      const lp = await freePort();
+      const lsrv = fixtures.cgroup('kt-k-lsrv');
+      const lcli = fixtures.cgroup('kt-k-lcli');
+      const K = 3;
+      const go = path.join(tmpdir(), `kt-k-more-${process.pid}-${lp}`);
+      fixtures.add(() => rmSync(go, { force: true }));
+      await startServer(lsrv, `server 127.0.0.1 ${lp} ${N}`);
+      const more = lcli.run(`python3 ${TRAFFIC} more 127.0.0.1 ${lp} ${N} ${K} ${go}`, 'pipe');
+      await waitForLine(more, 'ready', 120_000);
+      const cli = { cgroup: lcli.label, role: 'client', peer: '127.0.0.1', server_port: String(lp) };
+      const sent = async () => totalOrZero(await scrape(), 'kerntap_tcp_sent_bytes_total', cli);
+      // Three polls of quiet: the later walks pass these connections over.
+      for (let i = 0; i < 3; i++) await waitForPoll(exporter, undefined, { timeoutMs: 60_000 });
+      writeFileSync(go, '');
+      await waitForLine(more, 'sent', 120_000);
+      const acked = () => ssSockets(lp).filter((x) => x.peer === `127.0.0.1:${lp}`).reduce((sum, x) => sum + x.bytesAcked - 1, 0);
+      expect(await until(acked, (v) => v === 2 * K * N) === 2 * K * N, `ss never showed ${2 * K * N} bytes acked`);
+      await waitForPoll(exporter, undefined, { timeoutMs: 60_000 });
+      const got = await sent();
+      if (walkCounts) {
+        expect(got === 2 * K * N, `after a quiet spell and a burst: client sent ${got}, ss bytes_acked ${2 * K * N}`);
+        return `${K} connections: ${N} B, three quiet polls, ${N} B more: exact at the next poll`;
+      }
+      expect(got > K * N && got <= 2 * K * N, `after a quiet spell and a burst: client sent ${got}, want (${K * N}, ${2 * K * N}]`);
+      return `${K} connections: ${got} of ${2 * K * N} B while live (lags the last ACK before 5.15), never more than ss`;
     });
 
     await run.check('rtt', async () => {
