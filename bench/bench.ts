@@ -7,8 +7,11 @@
  *
  * For development, `--only ab --ab DIR1,DIR2 [--rounds N] [--seconds S]
  * [--keep-alive]` compares two builds' BPF objects (bpf/out directories)
- * under this checkout's exporter: see abCompare(); `--only breakdown` says
- * where the hot tcp hooks' ns go: see breakdown().
+ * under this checkout's exporter: see abCompare(); `--only scaleAb --ab
+ * DIR1,DIR2` does the same for the exporter's cost at scale; `--only
+ * breakdown` says where the hot tcp hooks' ns go: see breakdown();
+ * `--only appOverhead --sides off,on,idle,floor` picks the app-overhead
+ * rounds' sides (`idle`: kerntap attached, not polling during the round).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
@@ -488,13 +491,14 @@ async function appOverhead(app: App) {
 }
 
 /** 10k connections, 1k cgroups, the default 5 s poll and a scrape every 15 s: CPU and RSS from /proc. */
-async function exporterAtScale(nodeOptions?: string) {
-  log(`exporter at scale: ${P.conns} connections, ${P.cgroups} cgroups, ${P.scaleS}s, scrape every 15s${nodeOptions ? `, NODE_OPTIONS=${nodeOptions}` : ''}`);
+async function exporterAtScale(nodeOptions?: string, bpfDir?: string) {
+  log(`exporter at scale: ${P.conns} connections, ${P.cgroups} cgroups, ${P.scaleS}s, scrape every 15s${nodeOptions ? `, NODE_OPTIONS=${nodeOptions}` : ''}${bpfDir ? `, BPF objects from ${bpfDir}` : ''}`);
   const cgroups = new CgroupPool();
   const conns = new ConnectionPool();
   try {
     // The exporter first, so the cgroups' CPU time and the connections are in its maps.
-    const k = await startExporter(['--poll.interval', '5s'], nodeOptions ? { env: { NODE_OPTIONS: nodeOptions } } : {});
+    const env = { ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...(bpfDir ? { KERNTAP_BPF_DIR: bpfDir } : {}) };
+    const k = await startExporter(['--poll.interval', '5s'], { env });
     try {
       await cgroups.grow(P.cgroups);
       await conns.grow(P.conns);
@@ -986,8 +990,29 @@ async function breakdown(app: App) {
   return Object.fromEntries(Object.entries(steps).sort().map(([n, xs]) => [n, { medianNs: median(xs), rounds: xs }]));
 }
 
+/**
+ * Exporter cost at scale (as `scale`) under two builds' BPF objects (dev
+ * part, --only scaleAb --ab DIR1,DIR2 [--rounds N]): rounds alternate which
+ * goes first; each side gets fresh connections and cgroups. Ratios B/A.
+ */
+async function scaleAbCompare() {
+  const dirs = (ARGS.ab ?? '').split(',').map((d) => path.resolve(d));
+  if (dirs.length !== 2) throw new Error('--ab: expected two bpf/out directories, DIR1,DIR2');
+  const rounds = positiveOption('rounds', ARGS.rounds, 3);
+  const got: { a: number; b: number }[] = [];
+  for (let r = 0; r < rounds; r++) {
+    const round: Partial<Record<'a' | 'b', number>> = {};
+    for (const side of r % 2 === 0 ? ['a', 'b'] as const : ['b', 'a'] as const) {
+      round[side] = (await exporterAtScale(undefined, dirs[side === 'a' ? 0 : 1])).cpuPercentOfCore;
+    }
+    got.push(round as { a: number; b: number });
+    log(`scale ab round ${r + 1}: exporter CPU ${round.a!.toFixed(2)}% -> ${round.b!.toFixed(2)}%`);
+  }
+  return { a: dirs[0], b: dirs[1], rounds: got, ratio: bootstrapMedian(got.map((x) => x.b / x.a)) };
+}
+
 /** Development parts: run only when named in --only. */
-const DEV_PARTS = { ab: (app: App) => abCompare(app), breakdown: (app: App) => breakdown(app) };
+const DEV_PARTS = { ab: (app: App) => abCompare(app), breakdown: (app: App) => breakdown(app), scaleAb: () => scaleAbCompare() };
 
 const PARTS = {
   inKernel: (app: App) => inKernelCost(app),
@@ -1008,7 +1033,7 @@ const ALL_PARTS: Record<Part, (app: App) => Promise<unknown>> = { ...PARTS, ...D
 async function main() {
   const only = (ARGS.only?.split(',') ?? Object.keys(PARTS)) as Part[];
   for (const part of only) if (!(part in ALL_PARTS)) throw new Error(`--only: unknown part ${JSON.stringify(part)} (parts: ${Object.keys(ALL_PARTS).join(', ')})`);
-  if (ARGS.ab !== undefined && !only.includes('ab')) throw new Error('--ab is for --only ab');
+  if (ARGS.ab !== undefined && !only.includes('ab') && !only.includes('scaleAb')) throw new Error('--ab is for --only ab or scaleAb');
   if (!existsSync('/sys/kernel/tracing/events')) spawnSync('mount', ['-t', 'tracefs', 'nodev', '/sys/kernel/tracing']);
   stats.on();
   const app = await App.start();

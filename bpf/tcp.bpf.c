@@ -613,10 +613,11 @@ const volatile struct {
  * walk that ran to its end: a connection that has sent and received nothing
  * since then owes nothing that walk did not report, so it is passed over
  * without a socket-storage lookup (most of what a walk of many idle
- * connections cost). 0: no walk has ended yet, look at every socket.
+ * connections cost). 0: no walk has ended yet, look at every socket. Their
+ * own section (map): only the walk writes them, and kerntap runs one at a time.
  */
-__u64 walk_started;
-__u64 walked_since;
+__u64 walk_started SEC(".data.walk");
+__u64 walked_since SEC(".data.walk");
 
 /*
  * The connection's last segment sent (data or retransmit) or received (ACK or

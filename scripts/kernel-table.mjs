@@ -15,7 +15,7 @@ import { parseArgs } from 'node:util';
 
 export const BEGIN = '<!-- kernel-matrix:begin -->';
 export const END = '<!-- kernel-matrix:end -->';
-const CHECK_ORDER = ['collectors', 'cpu', 'bytes', 'connects', 'rtt', 'listeners', 'retransmits', 'top', 'sigterm', 'memory-192'];
+const CHECK_ORDER = ['collectors', 'cpu', 'bytes', 'live', 'connects', 'rtt', 'listeners', 'retransmits', 'top', 'sigterm', 'memory-192'];
 /** The memory-192 boot is the 6.1 kernel with 192 possible CPUs: its check joins the 6.1 row. */
 const rowOf = (name) => (name === 'memory-192' ? '6.1' : name);
 
