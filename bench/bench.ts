@@ -872,6 +872,14 @@ function positiveOption(name: string, raw: string | undefined, fallback: number)
   return n;
 }
 
+/** --ab DIR1,DIR2: the two builds' bpf/out directories that an A/B part compares. */
+function abDirs(): [string, string] {
+  const dirs = (ARGS.ab ?? '').split(',').map((d) => path.resolve(d));
+  if (dirs.length !== 2 || dirs.some((d) => d === path.resolve(''))) throw new Error('--ab: expected two bpf/out directories, DIR1,DIR2');
+  for (const d of dirs) if (!existsSync(path.join(d, 'tcp.bpf.o'))) throw new Error(`--ab: no tcp.bpf.o in ${d}`);
+  return [dirs[0]!, dirs[1]!];
+}
+
 /**
  * Dev A/B of two builds' BPF objects (KERNTAP_BPF_DIR), same exporter, same
  * workload (wrk -> nginx, a new connection per request unless --keep-alive),
@@ -881,9 +889,7 @@ function positiveOption(name: string, raw: string | undefined, fallback: number)
  * Ratios are B/A per round; medians with a 95% bootstrap interval.
  */
 async function abCompare(app: App) {
-  const dirs = (ARGS.ab ?? '').split(',').map((d) => path.resolve(d));
-  if (dirs.length !== 2 || dirs.some((d) => d === path.resolve(''))) throw new Error('--ab: expected two bpf/out directories, DIR1,DIR2');
-  for (const d of dirs) if (!existsSync(path.join(d, 'tcp.bpf.o'))) throw new Error(`--ab: no tcp.bpf.o in ${d}`);
+  const dirs = abDirs();
   const rounds = positiveOption('rounds', ARGS.rounds, 6);
   const seconds = positiveOption('seconds', ARGS.seconds, 5);
   const close = ARGS['keep-alive'] !== true;
@@ -996,8 +1002,7 @@ async function breakdown(app: App) {
  * goes first; each side gets fresh connections and cgroups. Ratios B/A.
  */
 async function scaleAbCompare() {
-  const dirs = (ARGS.ab ?? '').split(',').map((d) => path.resolve(d));
-  if (dirs.length !== 2) throw new Error('--ab: expected two bpf/out directories, DIR1,DIR2');
+  const dirs = abDirs();
   const rounds = positiveOption('rounds', ARGS.rounds, 3);
   const got: { a: number; b: number }[] = [];
   for (let r = 0; r < rounds; r++) {

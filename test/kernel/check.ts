@@ -20,6 +20,7 @@ import { waitForPoll } from '../helpers/wait.js';
 import { CgroupPool, ConnectionPool } from '../helpers/load.js';
 import { TestCgroup } from '../helpers/cgroup.js';
 import { detectCgroup2Root } from '../../src/cgroup/mount.js';
+import { kernelAtLeast } from '../../src/privileges.js';
 import { rssBytes } from '../../bench/common.js';
 
 export type Status = 'pass' | 'fail' | 'skip';
@@ -228,8 +229,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
     // lag ss by that ACK while the connection is quiet, never exceed it.
     await run.check('live', async () => {
       needs('tcp');
-      const [major, minor] = release().split('.').map(Number) as [number, number];
-      const walkCounts = major > 5 || (major === 5 && minor >= 15);
+      const walkCounts = kernelAtLeast(5, 15);
       const lp = await freePort();
       const lsrv = fixtures.cgroup('kt-k-lsrv');
       const lcli = fixtures.cgroup('kt-k-lcli');
