@@ -104,9 +104,16 @@ test('lost SYN-ACKs: syn_retransmits of the server flow = TCPSynRetrans, and no 
   ]);
   const mib1 = { ...tcpMib(ns), ...tcpExtMib(ns) };
   const synRetrans = mib1.TCPSynRetrans! - mib0.TCPSynRetrans!;
-  assert.equal(mib1.PassiveOpens! - mib0.PassiveOpens!, K + J);
   assert.equal(table.counted('in'), K, 'the first SYN-ACK of each lossy connection was dropped');
   assert.ok(synRetrans >= K, `each lossy connection retransmitted its SYN-ACK (TCPSynRetrans +${synRetrans})`);
+  // When the SYN-ACK timer and the client's retransmitted SYN fire together,
+  // the server sends two SYN-ACKs and gets two ACKs; processed at once on two
+  // CPUs, both make a child and the kernel counts both in PassiveOpens
+  // (tcp_create_openreq_child) before one loses the request (own_req false)
+  // and closes from SYN_RECV. Each such child needs one more SYN-ACK.
+  const passive = mib1.PassiveOpens! - mib0.PassiveOpens!;
+  assert.ok(passive >= K + J && passive <= K + J + (synRetrans - K),
+    `PassiveOpens +${passive}: ${K + J} connections, at most one more per extra SYN-ACK (TCPSynRetrans +${synRetrans})`);
 
   const flow = (port: number) => ({ cgroup: server.label, role: 'server', peer: ns.hostAddr, server_port: String(port) });
   const s = await scrapeUntil('the server connections closed', (x) =>
