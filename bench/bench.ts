@@ -408,8 +408,8 @@ async function appOverhead(app: App) {
   type Side = 'off' | 'on' | 'bpftrace' | 'floor' | 'idle';
   const result: Record<string, unknown> = {};
   const sides = (ARGS.sides?.split(',') ?? ['off', 'on', 'bpftrace', 'floor']) as Side[];
-  const nRounds = ARGS.rounds ? positiveOption('rounds', ARGS.rounds, P.rounds) : P.rounds;
-  const roundS = ARGS.seconds ? positiveOption('seconds', ARGS.seconds, P.roundS) : P.roundS;
+  const nRounds = positiveOption('rounds', ARGS.rounds, P.rounds);
+  const roundS = positiveOption('seconds', ARGS.seconds, P.roundS);
   for (const close of ARGS['keep-alive'] ? [false] : ARGS.sides ? [true] : [true, false]) {
     const rounds: Record<Side, WrkResult>[] = [];
     for (let r = 0; r < nRounds; r++) {

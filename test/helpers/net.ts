@@ -5,6 +5,8 @@
  * deterministic traffic tool run inside test cgroups.
  */
 import { execFileSync, type ChildProcess } from 'node:child_process';
+import { rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import assert from 'node:assert/strict';
@@ -144,6 +146,11 @@ export function ssSockets(port: number, ns?: TestNetns): SsSocket[] {
   return sockets;
 }
 
+/** The client ends of connections to an IPv4 server at host:port, as ssSockets sees them. */
+export function ssClients(host: string, port: number, ns?: TestNetns): SsSocket[] {
+  return ssSockets(port, ns).filter((x) => x.peer === `${host}:${port}`);
+}
+
 export function haveNft(): boolean {
   try {
     sh(['nft', '--version']);
@@ -200,6 +207,13 @@ export class Cleanups {
     const ns = new TestNetns();
     this.add(() => ns.destroy());
     return ns;
+  }
+
+  /** A path in the temp directory, unique to this process and `tag`, that does not exist yet; removed at the end. */
+  tempPath(prefix: string, tag: string | number): string {
+    const file = path.join(tmpdir(), `${prefix}-${process.pid}-${tag}`);
+    this.add(() => rmSync(file, { force: true }));
+    return file;
   }
 
   nft(family: 'netdev' | 'inet'): NftTable {

@@ -6,15 +6,13 @@
  */
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
+import { writeFileSync } from 'node:fs';
 import { requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, writeConfig } from '../helpers/exporter.js';
 import { waitFor, waitForPoll } from '../helpers/wait.js';
 import { parseExposition, find } from '../helpers/exposition.js';
 import { havePrometheus, promtoolCheckMetrics } from '../helpers/prometheus.js';
-import { tcpTestFile, TRAFFIC, exited, freePort, haveNft, runClient, ssSockets, startServer, tcpMib, total, waitForLine, waitForTcpQuiet } from '../helpers/net.js';
+import { tcpTestFile, TRAFFIC, exited, freePort, haveNft, runClient, ssClients, startServer, tcpMib, total, waitForLine, waitForTcpQuiet } from '../helpers/net.js';
 
 const { fixtures, scrape, settled, exporter } = tcpTestFile(before, after);
 
@@ -78,7 +76,7 @@ test('live connections: counters and the active gauge agree with ss -ti', async 
   await waitForLine(hold, 'ready');
   const s = await settled();
   const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(p) };
-  const ours = ssSockets(p).filter((x) => x.peer === `127.0.0.1:${p}`);
+  const ours = ssClients('127.0.0.1', p);
   assert.equal(ours.length, K);
   // ss counts the SYN in an active open's bytes_acked; kerntap counts data only.
   const ssAcked = ours.reduce((sum, x) => sum + x.bytesAcked - 1, 0);
@@ -101,8 +99,7 @@ test('quiet connections passed over by the socket walk: traffic after a quiet sp
   const p = await freePort();
   const N = 50_000;
   const K = 3;
-  const go = path.join(tmpdir(), `kt-more-${process.pid}-${p}`);
-  fixtures.add(() => rmSync(go, { force: true }));
+  const go = fixtures.tempPath('kt-more', p);
   await startServer(server, `server 127.0.0.1 ${p} ${N}`);
   const more = client.run(`python3 ${TRAFFIC} more 127.0.0.1 ${p} ${N} ${K} ${go}`, 'pipe');
   await waitForLine(more, 'ready');
@@ -117,7 +114,7 @@ test('quiet connections passed over by the socket walk: traffic after a quiet sp
   await waitForLine(more, 'sent');
   // The last ACK of each burst is counted only by the socket walk (tcp_probe fires before a segment is processed).
   await waitFor('ss to show every byte acked', () => {
-    const ours = ssSockets(p).filter((x) => x.peer === `127.0.0.1:${p}`);
+    const ours = ssClients('127.0.0.1', p);
     return ours.length === K && ours.every((x) => x.bytesAcked - 1 === 2 * N) || undefined;
   });
   const s = await settled();
@@ -181,7 +178,7 @@ test('RTT: queueing delay from a rate-limited veth shows in the histogram as ss 
   // 4 Mbit/s with a deep queue on the namespace's egress: the queue fills and RTT grows.
   ns.exec(['tc', 'qdisc', 'add', 'dev', ns.nsIf, 'root', 'tbf', 'rate', '4mbit', 'burst', '16kb', 'latency', '200ms']);
   const bulk = client.run(`${ns.prefix} python3 ${TRAFFIC} bulk ${ns.hostAddr} ${p} 6`, 'pipe');
-  const bulkRtt = () => ssSockets(p, ns).filter((x) => x.peer === `${ns.hostAddr}:${p}`).map((x) => x.rttMs);
+  const bulkRtt = () => ssClients(ns.hostAddr, p, ns).map((x) => x.rttMs);
   await waitFor('the tbf queue to delay the bulk connection', () => bulkRtt().some((ms) => ms > 5));
   const a = await rtt();
   // ss's smoothed RTT over the window, once per poll.

@@ -15,7 +15,7 @@ import assert from 'node:assert/strict';
 import { requireBpf } from '../helpers/env.js';
 import { waitFor } from '../helpers/wait.js';
 import type { Sample } from '../helpers/exposition.js';
-import { tcpTestFile, TRAFFIC, exited, freePort, runClient, ssSockets, startServer, total, totalOrZero } from '../helpers/net.js';
+import { tcpTestFile, TRAFFIC, exited, freePort, runClient, ssClients, startServer, total, totalOrZero } from '../helpers/net.js';
 import type { TestCgroup } from '../helpers/cgroup.js';
 
 const { fixtures, settled } = tcpTestFile(before, after);
@@ -55,7 +55,7 @@ test('connect and handshake durations: sub-millisecond on an idle veth, the queu
 
   ns.exec(['tc', 'qdisc', 'add', 'dev', ns.nsIf, 'root', 'tbf', 'rate', '4mbit', 'burst', '16kb', 'latency', '100ms']);
   const filler = bulk.run(`${ns.prefix} python3 ${TRAFFIC} bulk ${ns.hostAddr} ${pSink} 6`, 'pipe');
-  const fillerRtt = () => ssSockets(pSink, ns).find((x) => x.peer === `${ns.hostAddr}:${pSink}`)?.rttMs ?? 0;
+  const fillerRtt = () => ssClients(ns.hostAddr, pSink, ns)[0]?.rttMs ?? 0;
   const before = await waitFor('the filler to fill the tbf queue', () => { const ms = fillerRtt(); return ms > 15 && ms; });
   await runClient(queuedClient, `client ${ns.hostAddr} ${p} 1000 ${M}`, ns.prefix);
   const after = fillerRtt();

@@ -10,7 +10,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf } from '../helpers/env.js';
 import { startExporter } from '../helpers/exporter.js';
-import { tcpTestFile, TRAFFIC, freePort, runClient, ssSockets, startServer, total, waitForLine } from '../helpers/net.js';
+import { tcpTestFile, TRAFFIC, freePort, runClient, ssClients, ssSockets, startServer, total, waitForLine } from '../helpers/net.js';
 
 const { fixtures, scrape, settled, exporter } = tcpTestFile(before, after);
 
@@ -28,7 +28,7 @@ test('client in a namespace: quiet live connections never exceed ss there, and a
   await waitForLine(hold, 'ready');
   const s = await settled();
 
-  const ours = ssSockets(p, ns).filter((x) => x.peer === `${ns.hostAddr}:${p}`);
+  const ours = ssClients(ns.hostAddr, p, ns);
   assert.equal(ours.length, K, 'ss in the namespace sees the connections');
   // An active open's bytes_acked counts its SYN; kerntap counts data only.
   const ssAcked = ours.reduce((sum, x) => sum + x.bytesAcked - 1, 0);

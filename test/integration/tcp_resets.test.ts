@@ -10,8 +10,6 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import path from 'node:path';
 import { requireBpf } from '../helpers/env.js';
 import { find, parseExposition, type Sample } from '../helpers/exposition.js';
 import { tcpTestFile, freePort, runClient, startServer, tcpExtMib, tcpMib, total, totalOrZero, waitFor, waitForLine } from '../helpers/net.js';
@@ -31,7 +29,7 @@ test('resets from time-wait sockets: counted under cgroup "~none", as OutRsts co
   const server = fixtures.cgroup('kt-twrst-srv');
   const p = await freePort();
   const K = 5;
-  const go = path.join(tmpdir(), `kt-twrst-${process.pid}-${p}`);
+  const go = fixtures.tempPath('kt-twrst', p);
   fixtures.add(() => { try { writeFileSync(go, ''); } catch { /* let the server go */ } });
   const srv = await startServer(server, `latesend ${ns.hostAddr} ${p} ${K} ${go}`);
   const eof = waitForLine(srv, 'eof');

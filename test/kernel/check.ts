@@ -8,14 +8,14 @@
  *   node dist/test/kernel/check.js --mode matrix|memory192|sweep --kernel NAME --out FILE
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { release, tmpdir } from 'node:os';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { release } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { BIN, mapMemlock } from '../helpers/env.js';
 import { sleep, startExporter, stopAndWatchUnload, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { find, parseExposition, value, type Sample } from '../helpers/exposition.js';
-import { Cleanups, TRAFFIC, exited, freePort, runClient, ssSockets, startServer, tcpMib, totalOrZero, waitForLine } from '../helpers/net.js';
+import { Cleanups, TRAFFIC, exited, freePort, runClient, ssClients, startServer, tcpMib, totalOrZero, waitForLine } from '../helpers/net.js';
 import { waitForPoll } from '../helpers/wait.js';
 import { CgroupPool, ConnectionPool } from '../helpers/load.js';
 import { TestCgroup } from '../helpers/cgroup.js';
@@ -234,8 +234,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       const lsrv = fixtures.cgroup('kt-k-lsrv');
       const lcli = fixtures.cgroup('kt-k-lcli');
       const K = 3;
-      const go = path.join(tmpdir(), `kt-k-more-${process.pid}-${lp}`);
-      fixtures.add(() => rmSync(go, { force: true }));
+      const go = fixtures.tempPath('kt-k-more', lp);
       await startServer(lsrv, `server 127.0.0.1 ${lp} ${N}`);
       const more = lcli.run(`python3 ${TRAFFIC} more 127.0.0.1 ${lp} ${N} ${K} ${go}`, 'pipe');
       await waitForLine(more, 'ready', 120_000);
@@ -245,7 +244,7 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       for (let i = 0; i < 3; i++) await waitForPoll(exporter, undefined, { timeoutMs: 60_000 });
       writeFileSync(go, '');
       await waitForLine(more, 'sent', 120_000);
-      const acked = () => ssSockets(lp).filter((x) => x.peer === `127.0.0.1:${lp}`).reduce((sum, x) => sum + x.bytesAcked - 1, 0);
+      const acked = () => ssClients('127.0.0.1', lp).reduce((sum, x) => sum + x.bytesAcked - 1, 0);
       expect(await until(acked, (v) => v === 2 * K * N) === 2 * K * N, `ss never showed ${2 * K * N} bytes acked`);
       await waitForPoll(exporter, undefined, { timeoutMs: 60_000 });
       const got = await sent();
