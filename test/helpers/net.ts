@@ -15,7 +15,7 @@ import { waitFor, waitForPoll } from './wait.js';
 
 export { waitFor };
 import { TestCgroup } from './cgroup.js';
-import { find, parseExposition, type Sample } from './exposition.js';
+import { find, parseExposition, value, type Sample } from './exposition.js';
 import { startExporter, type Exporter } from './exporter.js';
 
 export const TRAFFIC = path.join(ROOT, 'test/helpers/tcp_traffic.py');
@@ -307,6 +307,22 @@ export function total(samples: Sample[], name: string, labels: Record<string, st
   const found = find(samples, name, labels);
   if (found.length === 0) throw new Error(`no ${name} series matches ${JSON.stringify(labels)}`);
   return found.reduce((s, x) => s + x.value, 0);
+}
+
+/**
+ * What a failed wait on a scrape needs to be read afterwards: kerntap's own
+ * trouble counters (poll errors, recursion misses, map overflows), when they
+ * are not 0, and every tcp series of these cgroups or of a cgroup kerntap
+ * could not name yet.
+ */
+export function scrapeState(samples: Sample[], cgroups: string[]): string {
+  const trouble = ['kerntap_poll_errors_total', 'kerntap_bpf_program_recursion_misses_total', 'kerntap_map_overflow_total'];
+  const show = (x: Sample) => `${x.name}{${Object.entries(x.labels).filter(([, v]) => v !== '').map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(',')}} ${x.value}`;
+  const lines = samples.filter((x) =>
+    (trouble.includes(x.name) && x.value !== 0) ||
+    (x.name.startsWith('kerntap_tcp_') && !x.name.endsWith('_bucket') && !x.name.endsWith('_sum') &&
+      (cgroups.includes(x.labels.cgroup ?? '') || (x.labels.cgroup ?? '').startsWith('unknown_cgroup_id:'))));
+  return `polls ${value(samples, 'kerntap_polls_total') ?? 'missing'}; ${lines.map(show).join('; ') || 'no such series'}`;
 }
 
 /**

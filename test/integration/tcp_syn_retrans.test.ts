@@ -15,7 +15,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { requireBpf, requireTool } from '../helpers/env.js';
 import { parseExposition, value, type Sample } from '../helpers/exposition.js';
-import { tcpTestFile, freePort, haveNft, runClient, sh, startServer, tcpExtMib, tcpMib, total, waitFor, type NftTable } from '../helpers/net.js';
+import { tcpTestFile, freePort, haveNft, runClient, scrapeState, sh, startServer, tcpExtMib, tcpMib, total, waitFor, type NftTable } from '../helpers/net.js';
 
 const { fixtures, exporter } = tcpTestFile(before, after);
 
@@ -38,12 +38,21 @@ function dropFirstOfEach(table: NftTable, device: string, match: string[], key: 
   table.rule('in', [...match, 'add', '@seen', '{', ...key.split(' '), '}', 'counter', 'drop']);
 }
 
-/** Scrapes until `ready` holds for the samples; returns them. */
-function scrapeUntil(what: string, ready: (s: Sample[]) => boolean): Promise<Sample[]> {
-  return waitFor(what, async () => {
-    const s = parseExposition(await exporter().scrape());
-    return ready(s) ? s : undefined;
-  });
+/**
+ * Scrapes until `ready` holds for the samples; returns them. A timeout says
+ * what kerntap showed for these cgroups, and what it logged.
+ */
+async function scrapeUntil(what: string, cgroups: string[], ready: (s: Sample[]) => boolean): Promise<Sample[]> {
+  let last: Sample[] = [];
+  try {
+    return await waitFor(what, async () => {
+      last = parseExposition(await exporter().scrape());
+      return ready(last) ? last : undefined;
+    });
+  } catch (err) {
+    const log = exporter().stderr().trim().split('\n').slice(-5).join(' | ');
+    throw new Error(`${(err as Error).message}; kerntap: ${scrapeState(last, cgroups)}; its log ends: ${log}`);
+  }
 }
 
 test('lost SYNs: kerntap_tcp_syn_retransmits_total of the client flow = TCPSynRetrans of its namespace', async (t) => {
@@ -68,7 +77,7 @@ test('lost SYNs: kerntap_tcp_syn_retransmits_total of the client flow = TCPSynRe
 
   const flow = { cgroup: client.label, role: 'client', peer: ns.hostAddr, server_port: String(p) };
   // Every connection has closed on both sides: all their events are in.
-  const s = await scrapeUntil('the client connections closed', (x) =>
+  const s = await scrapeUntil('the client connections closed', [client.label, server.label], (x) =>
     total(x, 'kerntap_tcp_connection_duration_seconds_count', { cgroup: client.label, role: 'client' }) === K &&
     total(x, 'kerntap_tcp_connection_duration_seconds_count', { cgroup: server.label, role: 'server' }) === K);
   assert.equal(series(s, 'kerntap_tcp_syn_retransmits_total', flow), synRetrans, 'SYN retransmits = TCPSynRetrans delta');
@@ -116,7 +125,7 @@ test('lost SYN-ACKs: syn_retransmits of the server flow = TCPSynRetrans, and no 
     `PassiveOpens +${passive}: ${K + J} connections, at most one more per extra SYN-ACK (TCPSynRetrans +${synRetrans})`);
 
   const flow = (port: number) => ({ cgroup: server.label, role: 'server', peer: ns.hostAddr, server_port: String(port) });
-  const s = await scrapeUntil('the server connections closed', (x) =>
+  const s = await scrapeUntil('the server connections closed', [client.label, server.label], (x) =>
     total(x, 'kerntap_tcp_connection_duration_seconds_count', { cgroup: server.label, role: 'server' }) === K + J);
   // Only the J handshakes whose SYN-ACK went once have a duration.
   assert.equal(series(s, 'kerntap_tcp_handshake_duration_seconds_count', { cgroup: server.label }), J,
