@@ -5,10 +5,10 @@
  * attached vs detached in interleaved rounds. Results go to
  * bench/results/<full|smoke>.json (bench/plot.py draws the growth figure).
  *
- * For development, `--only ab --ab DIR1,DIR2 [--rounds N] [--seconds S]
- * [--keep-alive]` compares two builds' BPF objects (bpf/out directories)
- * under this checkout's exporter: see abCompare(); `--only scaleAb --ab
- * DIR1,DIR2` does the same for the exporter's cost at scale; `--only
+ * For development, `--only ab --ab A,B [--rounds N] [--seconds S]
+ * [--keep-alive]` compares two builds: bpf/out directories under this
+ * checkout's exporter, or built checkouts: see abCompare(); `--only scaleAb
+ * --ab A,B` does the same for the exporter's cost at scale; `--only
  * breakdown` says where the hot tcp hooks' ns go: see breakdown();
  * `--only appOverhead --sides off,on,idle,floor` picks the app-overhead
  * rounds' sides (`idle`: kerntap attached, not polling during the round).
@@ -491,14 +491,14 @@ async function appOverhead(app: App) {
 }
 
 /** 10k connections, 1k cgroups, the default 5 s poll and a scrape every 15 s: CPU and RSS from /proc. */
-async function exporterAtScale(nodeOptions?: string, bpfDir?: string) {
-  log(`exporter at scale: ${P.conns} connections, ${P.cgroups} cgroups, ${P.scaleS}s, scrape every 15s${nodeOptions ? `, NODE_OPTIONS=${nodeOptions}` : ''}${bpfDir ? `, BPF objects from ${bpfDir}` : ''}`);
+async function exporterAtScale(nodeOptions?: string, build?: AbSide) {
+  log(`exporter at scale: ${P.conns} connections, ${P.cgroups} cgroups, ${P.scaleS}s, scrape every 15s${nodeOptions ? `, NODE_OPTIONS=${nodeOptions}` : ''}${build ? `, build ${build.label}` : ''}`);
   const cgroups = new CgroupPool();
   const conns = new ConnectionPool();
   try {
     // The exporter first, so the cgroups' CPU time and the connections are in its maps.
-    const env = { ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...(bpfDir ? { KERNTAP_BPF_DIR: bpfDir } : {}) };
-    const k = await startExporter(['--poll.interval', '5s'], { env });
+    const env = { ...(nodeOptions ? { NODE_OPTIONS: nodeOptions } : {}), ...(build ? { KERNTAP_BPF_DIR: build.bpfDir } : {}) };
+    const k = await startExporter(['--poll.interval', '5s'], { env, bin: build?.bin });
     try {
       await cgroups.grow(P.cgroups);
       await conns.grow(P.conns);
@@ -872,31 +872,41 @@ function positiveOption(name: string, raw: string | undefined, fallback: number)
   return n;
 }
 
-/** --ab DIR1,DIR2: the two builds' bpf/out directories that an A/B part compares. */
-function abDirs(): [string, string] {
-  const dirs = (ARGS.ab ?? '').split(',').map((d) => path.resolve(d));
-  if (dirs.length !== 2 || dirs.some((d) => d === path.resolve(''))) throw new Error('--ab: expected two bpf/out directories, DIR1,DIR2');
-  for (const d of dirs) if (!existsSync(path.join(d, 'tcp.bpf.o'))) throw new Error(`--ab: no tcp.bpf.o in ${d}`);
-  return [dirs[0]!, dirs[1]!];
+/**
+ * --ab A,B: the two builds an A/B part compares. Each is a bpf/out directory
+ * (its objects under this checkout's exporter) or a built checkout (its own
+ * exporter and objects), for changes that touch both sides of a map.
+ */
+interface AbSide { label: string; bpfDir: string; bin?: string }
+function abSides(): [AbSide, AbSide] {
+  const raw = (ARGS.ab ?? '').split(',');
+  if (raw.length !== 2 || raw.some((d) => d.trim() === '')) throw new Error('--ab: expected two bpf/out directories or built checkouts, A,B');
+  const sides = raw.map((d) => path.resolve(d)).map((d): AbSide => {
+    const bin = path.join(d, 'bin/kerntap.js');
+    if (existsSync(bin)) return { label: d, bpfDir: path.join(d, 'bpf/out'), bin };
+    return { label: d, bpfDir: d };
+  });
+  for (const s of sides) if (!existsSync(path.join(s.bpfDir, 'tcp.bpf.o'))) throw new Error(`--ab: no tcp.bpf.o in ${s.bpfDir} (build it first)`);
+  return [sides[0]!, sides[1]!];
 }
 
 /**
- * Dev A/B of two builds' BPF objects (KERNTAP_BPF_DIR), same exporter, same
- * workload (wrk -> nginx, a new connection per request unless --keep-alive),
+ * Dev A/B of two builds (abSides: BPF objects through KERNTAP_BPF_DIR, or
+ * whole checkouts), same workload (wrk -> nginx, a new connection per request unless --keep-alive),
  * in rounds whose order alternates. Per round and side: kernel ns per event
  * of each hook and kernel ns per request over all hooks (BPF stats, which
  * both sides pay alike), and the app's CPU per request from its cgroup.
  * Ratios are B/A per round; medians with a 95% bootstrap interval.
  */
 async function abCompare(app: App) {
-  const dirs = abDirs();
+  const sides = abSides();
   const rounds = positiveOption('rounds', ARGS.rounds, 6);
   const seconds = positiveOption('seconds', ARGS.seconds, 5);
   const close = ARGS['keep-alive'] !== true;
   type Side = 'a' | 'b';
   interface SideRound { hooks: Record<string, HookCost>; kernelNsPerRequest: number; wrk: WrkResult }
-  const run = async (dir: string): Promise<SideRound> => {
-    const k = await startExporter(['--config.file', STATS_CONFIG, '--poll.interval', '500ms'], { env: { KERNTAP_BPF_DIR: dir } });
+  const run = async (side: AbSide): Promise<SideRound> => {
+    const k = await startExporter(['--config.file', STATS_CONFIG, '--poll.interval', '500ms'], { env: { KERNTAP_BPF_DIR: side.bpfDir }, bin: side.bin });
     try {
       await requireAllCollectors(k);
       const c0 = await kerntapCounters(k);
@@ -913,7 +923,7 @@ async function abCompare(app: App) {
   for (let r = 0; r < rounds; r++) {
     const order: Side[] = r % 2 === 0 ? ['a', 'b'] : ['b', 'a'];
     const round: Partial<Record<Side, SideRound>> = {};
-    for (const side of order) round[side] = await run(dirs[side === 'a' ? 0 : 1]!);
+    for (const side of order) round[side] = await run(sides[side === 'a' ? 0 : 1]);
     const { a, b } = round as Record<Side, SideRound>;
     got.push({ a, b });
     log(`ab round ${r + 1}: kernel ns/request ${a.kernelNsPerRequest.toFixed(0)} -> ${b.kernelNsPerRequest.toFixed(0)}, app CPU/request ${a.wrk.cpuUsPerRequest.toFixed(2)} -> ${b.wrk.cpuUsPerRequest.toFixed(2)} µs, `
@@ -933,7 +943,7 @@ async function abCompare(app: App) {
     }];
   }));
   return {
-    a: dirs[0], b: dirs[1], rounds, seconds, workload: close ? 'connection_per_request' : 'keep_alive',
+    a: sides[0].label, b: sides[1].label, rounds, seconds, workload: close ? 'connection_per_request' : 'keep_alive',
     perEvent,
     kernelNsPerRequest: {
       a: median(got.map((r) => r.a.kernelNsPerRequest)), b: median(got.map((r) => r.b.kernelNsPerRequest)),
@@ -1002,18 +1012,18 @@ async function breakdown(app: App) {
  * goes first; each side gets fresh connections and cgroups. Ratios B/A.
  */
 async function scaleAbCompare() {
-  const dirs = abDirs();
+  const sides = abSides();
   const rounds = positiveOption('rounds', ARGS.rounds, 3);
   const got: { a: number; b: number }[] = [];
   for (let r = 0; r < rounds; r++) {
     const round: Partial<Record<'a' | 'b', number>> = {};
     for (const side of r % 2 === 0 ? ['a', 'b'] as const : ['b', 'a'] as const) {
-      round[side] = (await exporterAtScale(undefined, dirs[side === 'a' ? 0 : 1])).cpuPercentOfCore;
+      round[side] = (await exporterAtScale(undefined, sides[side === 'a' ? 0 : 1])).cpuPercentOfCore;
     }
     got.push(round as { a: number; b: number });
     log(`scale ab round ${r + 1}: exporter CPU ${round.a!.toFixed(2)}% -> ${round.b!.toFixed(2)}%`);
   }
-  return { a: dirs[0], b: dirs[1], rounds: got, ratio: bootstrapMedian(got.map((x) => x.b / x.a)) };
+  return { a: sides[0].label, b: sides[1].label, rounds: got, ratio: bootstrapMedian(got.map((x) => x.b / x.a)) };
 }
 
 /** Development parts: run only when named in --only. */

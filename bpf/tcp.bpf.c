@@ -5,10 +5,11 @@
  * - inet_sock_set_state: connect latency (SYN_SENT -> ESTABLISHED), passive
  *   handshake time, failed connects and their reason, connection lifetime,
  *   open connections, and the final traffic of a connection at close.
- * - tcp_probe (every segment received in ESTABLISHED, data or ACK): smoothed
- *   RTT histogram (one sample per socket per RTT_SAMPLE_US of its activity),
- *   and the traffic since the last event (from 10 ms after a connection's
- *   first segment, or once it owes 32 KiB: a short one reports at close).
+ * - tcp_probe (every segment received in ESTABLISHED, data or ACK): once a
+ *   connection is past its first YOUNG_SEGS segments, at most one report per
+ *   REPORT_US of its clock (an RTT sample and the traffic since its last
+ *   report), or sooner once it owes REPORT_OWED_BYTES. A short connection
+ *   reports everything at close, and its RTT sample at ESTABLISHED.
  * - tcp_send_reset / tcp_receive_reset: resets.
  * - tcp_retransmit_synack: SYN-ACK retransmits (SYN retransmits are read
  *   from the socket's own counter when its handshake ends).
@@ -18,10 +19,17 @@
  *
  * Traffic comes from the kernel's own per-socket counters (bytes_acked,
  * bytes_received, total_retrans): each event adds what they grew by since
- * the socket's last report, kept in socket-local storage (or, before
- * 5.11, in a hash keyed by socket). This costs no
- * hook on the send/receive path, works in every network namespace, and
- * loses nothing at close.
+ * the socket's last report, kept in sock_table, a hash keyed by the
+ * socket's address. This costs no hook on the send/receive path, works in
+ * every network namespace, and loses nothing at close.
+ *
+ * Why a hash and not socket storage (BPF_MAP_TYPE_SK_STORAGE): storage is
+ * allocated with kmalloc and a memory-cgroup charge, and freed with the
+ * socket under two irq-disabled locks; on a new connection per request that
+ * cost more than all the programs' own work (BENCHMARKS.md §1). The hash
+ * allocates from the BPF allocator's per-CPU caches, its entry goes at
+ * TCP_CLOSE, and it works the same on every kernel (tracing programs have
+ * socket storage only from 5.11 on).
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -38,45 +46,27 @@ char LICENSE[] SEC("license") = "GPL";
 const volatile __u32 ephemeral_lo = 32768;
 const volatile __u32 ephemeral_hi = 60999;
 const volatile __u32 per_connection = 0;
-/*
- * Tracing programs may use socket storage from 5.11 on. Before that, socket
- * state lives in sock_table, a hash keyed by the socket's address that
- * userspace sizes, with entries freed at TCP_CLOSE. The branch not taken is
- * pruned by the verifier, so its helper calls are never checked.
- */
-const volatile __u32 sk_storage_ok = 1;
 
 enum role { ROLE_UNKNOWN = 0, ROLE_CLIENT = 1, ROLE_SERVER = 2 };
-
-enum hist_kind {
-	HIST_RTT = 0,
-	HIST_CONNECT = 1,
-	HIST_HANDSHAKE = 2,
-	HIST_LIFETIME_CLIENT = 3,
-	HIST_LIFETIME_SERVER = 4,
-};
 
 enum failure { FAIL_REFUSED, FAIL_TIMEOUT, FAIL_RESET, FAIL_UNREACHABLE, FAIL_OTHER, FAIL_KINDS };
 
 enum drop_slot { DROP_FLOWS = 0, DROP_HISTS = 1, DROP_SOCKS = 2 };
 
 /*
- * RTT sampling: a socket's first segment, then at most one sample per
- * socket every 10 ms of its clock, so the histogram is RTT weighted by
- * active time rather than by segment count, and a bulk transfer no longer
- * pays a hash lookup and three atomics per segment.
+ * A young connection (its first YOUNG_SEGS segments received, while it owes
+ * less than REPORT_OWED_BYTES) is passed over by tcp_probe without even a
+ * state lookup: its RTT sample was taken at ESTABLISHED and its traffic goes
+ * in at close (or at the next poll's walk, or its first report), so a short
+ * connection's segments cost no map operation at all. Older connections
+ * report at most once per REPORT_US of the socket's clock: an RTT sample
+ * (so the histogram is RTT weighted by active time, not by segment count)
+ * and the traffic since the last report; or sooner, traffic only, once they
+ * owe REPORT_OWED_BYTES.
  */
-#define RTT_SAMPLE_US 10000
-
-/*
- * Traffic of a young connection is left to its close, which reports it all
- * with the lookup it makes anyway: most short connections end within
- * 10 ms, and claiming at each of their segments cost a flow lookup and
- * shared atomics per segment. tcp_probe claims once the connection is
- * older than that, or owes this many bytes.
- */
-#define CLAIM_AFTER_US 10000
-#define CLAIM_OWED_BYTES 32768
+#define YOUNG_SEGS 8
+#define REPORT_US 10000
+#define REPORT_OWED_BYTES 32768
 
 /*
  * Traffic is aggregated per cgroup x role x peer x service port: the peer's
@@ -102,41 +92,47 @@ struct flow_val {
 	__u64 failed[FAIL_KINDS];
 };
 
+/* The latency histograms of one cgroup and role: one lookup per event adds to any of them. */
 struct hist_key {
 	__u64 cgroup_id;
-	__u32 kind;
-	__u32 pad;
+	__u8 role;
+	__u8 pad[7];
 };
 
-/* What kerntap remembers per socket; freed with the socket (or at close). */
+struct conn_hists {
+	struct kt_hist rtt;
+	struct kt_hist open;     /* client: connect (SYN sent -> established); server: handshake */
+	struct kt_hist lifetime; /* established -> close */
+};
+
+/* What kerntap remembers per socket, from its first state to TCP_CLOSE. */
 struct sock_state {
 	__u64 syn_ns;        /* SYN_SENT time, active opens */
 	__u64 est_ns;        /* ESTABLISHED time */
 	__u64 acked;         /* counters already reported, see claim() */
 	__u64 received;
 	__u64 retrans;
-	__u64 rtt_sampled_us; /* tp->tcp_mstamp at the last RTT sample; 0: none yet */
-	__u64 young_until_us; /* tp->tcp_mstamp until which tcp_probe leaves traffic to the close; 0: not set */
+	__u64 report_us;     /* tp->tcp_mstamp from which tcp_probe reports again (RTT sample, traffic) */
 	__u8 role;
 	__u8 established;    /* counted in flow_val.active (reached ESTABLISHED, not yet closed) */
 	__u8 key_ok;
 	__u8 resets_received; /* a received reset is always followed by CLOSE: added to the flow there */
 	__u8 pad[4];
-	char comm[16];       /* who called connect() or listen(); children inherit (socket storage only) */
+	char comm[16];       /* who called connect() or listen() (a server's connections: userspace finds its listener's) */
 	struct flow_key key;
 };
 
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC | BPF_F_CLONE);
-	__type(key, int);
-	__type(value, struct sock_state);
-} sock_states SEC(".maps");
-
+/*
+ * Keyed by the socket's address; allocated as used, the entry goes at
+ * TCP_CLOSE, which every full socket passes before it is freed. A socket
+ * address the kernel reuses gets a fresh entry at its SYN_SENT, LISTEN or
+ * ESTABLISHED (from SYN_RECV), so an entry whose close was missed (a
+ * recursion miss) is written over, not read.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 1); /* sized by userspace when sk_storage_ok is 0 */
+	__uint(max_entries, 131072); /* sized by userspace (max_sockets) */
 	__type(key, __u64);
 	__type(value, struct sock_state);
 } sock_table SEC(".maps");
@@ -155,15 +151,13 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(max_entries, 8192);
 	__type(key, struct hist_key);
-	__type(value, struct kt_hist);
+	__type(value, struct conn_hists);
 } hists SEC(".maps");
 
-/* Reserved keys for full maps (see kt_maps.h); userspace inserts them. */
+/* Reserved keys for full maps (see kt_maps.h), which userspace inserts; the histograms' (one per role) are in hists_of. */
 static const struct flow_key flow_overflow = { .cgroup_id = ~0ULL };
-static const struct hist_key hist_overflow = { .cgroup_id = ~0ULL };
 static const struct flow_val flow_zero;
-static const struct kt_hist hist_zero;
-static const struct sock_state state_zero;
+static const struct conn_hists hists_zero;
 
 static __always_inline bool is_ephemeral(__u16 port)
 {
@@ -203,43 +197,47 @@ static __always_inline struct flow_val *flow_of(const struct flow_key *k)
 	return kt_lookup_or_init(&flows, k, &flow_zero, &flow_overflow, DROP_FLOWS);
 }
 
-static __always_inline void hist_add(__u64 cgroup_id, __u32 kind, __u64 ns)
+/* The histograms of a flow's cgroup and role. */
+static __always_inline struct conn_hists *hists_of(const struct flow_key *fk)
 {
-	struct hist_key k = { .cgroup_id = cgroup_id, .kind = kind };
-	struct kt_hist *h = kt_lookup_or_init(&hists, &k, &hist_zero, &hist_overflow, DROP_HISTS);
+	struct hist_key k = { .cgroup_id = fk->cgroup_id, .role = fk->role };
+	struct hist_key overflow = { .cgroup_id = ~0ULL, .role = fk->role };
 
-	if (h)
-		kt_hist_add_ns(h, ns);
+	return kt_lookup_or_init(&hists, &k, &hists_zero, &overflow, DROP_HISTS);
 }
 
-/* The socket's state, created if asked; a state that cannot be created is counted in kt_drops. */
-static __always_inline struct sock_state *state_of(const struct sock *sk, bool create)
+static __always_inline void rtt_add(struct conn_hists *h, __u32 srtt_us)
 {
-	struct sock_state *st;
+	if (srtt_us)
+		kt_hist_add_ns(&h->rtt, (__u64)srtt_us * 1000);
+}
+
+static __always_inline struct sock_state *state_of(const struct sock *sk)
+{
 	__u64 addr = (__u64)sk;
 
-	if (sk_storage_ok) {
-		st = bpf_sk_storage_get(&sock_states, (struct sock *)sk, 0,
-					create ? BPF_SK_STORAGE_GET_F_CREATE : 0);
-	} else {
-		st = bpf_map_lookup_elem(&sock_table, &addr);
-		if (!st && create) {
-			bpf_map_update_elem(&sock_table, &addr, &state_zero, BPF_NOEXIST);
-			st = bpf_map_lookup_elem(&sock_table, &addr);
-		}
-	}
-	if (!st && create)
-		kt_count_drop(DROP_SOCKS);
-	return st;
+	return bpf_map_lookup_elem(&sock_table, &addr);
 }
 
-/* A closed socket's state goes (socket storage is freed with the socket instead). */
+/*
+ * Stores a socket's new state, written over whatever its address held (see
+ * sock_table); false, counted in kt_drops, when the table is full.
+ */
+static __always_inline bool state_put(const struct sock *sk, const struct sock_state *st)
+{
+	__u64 addr = (__u64)sk;
+
+	if (bpf_map_update_elem(&sock_table, &addr, st, BPF_ANY) == 0)
+		return true;
+	kt_count_drop(DROP_SOCKS);
+	return false;
+}
+
 static __always_inline void state_free(const struct sock *sk)
 {
 	__u64 addr = (__u64)sk;
 
-	if (!sk_storage_ok)
-		bpf_map_delete_elem(&sock_table, &addr);
+	bpf_map_delete_elem(&sock_table, &addr);
 }
 
 static __always_inline const struct flow_key *key_of(struct sock_state *st, const struct sock *sk)
@@ -290,19 +288,6 @@ static __always_inline void report_traffic(struct sock_state *st, const struct s
 		add_traffic(st, v, acked, received, retrans);
 }
 
-/* Counts the connection in its flow's open gauge, once; on_close takes it out. */
-static __always_inline void set_open(struct sock_state *st, const struct sock *sk)
-{
-	struct flow_val *v;
-
-	if (st->established)
-		return;
-	v = flow_of(key_of(st, sk));
-	if (v)
-		__sync_fetch_and_add(&v->active, 1);
-	st->established = 1;
-}
-
 static __always_inline __u32 failure_of(int err)
 {
 	switch (err) {
@@ -318,39 +303,101 @@ static __always_inline __u32 failure_of(int err)
 /* connect(): the SYN goes out. */
 static __always_inline void on_syn_sent(const struct sock *sk)
 {
-	struct sock_state *st = state_of(sk, true);
+	struct sock_state st = {};
 
-	if (!st)
-		return;
-	__builtin_memset(st, 0, sizeof(*st));
-	st->syn_ns = bpf_ktime_get_ns();
-	st->role = ROLE_CLIENT;
+	st.syn_ns = bpf_ktime_get_ns();
+	st.role = ROLE_CLIENT;
 	/* The owner of a client connection shows only in per-connection mode. */
 	if (per_connection)
-		bpf_get_current_comm(st->comm, sizeof(st->comm));
+		bpf_get_current_comm(st.comm, sizeof(st.comm));
+	state_put(sk, &st);
 }
 
 static __always_inline void on_listen(const struct sock *sk)
 {
-	struct sock_state *st = state_of(sk, true);
+	struct sock_state st = {};
 
-	if (!st)
-		return;
-	st->role = ROLE_SERVER;
-	bpf_get_current_comm(st->comm, sizeof(st->comm));
+	st.role = ROLE_SERVER;
+	bpf_get_current_comm(st.comm, sizeof(st.comm));
+	state_put(sk, &st);
 }
 
-/* A child of a listener; with socket storage, its state was cloned from the listener's. */
-static __always_inline void on_syn_recv(const struct sock *sk)
+/*
+ * The state of a connection first seen established: counted open, its
+ * counters reported from now on. Returns false if the table is full. The
+ * gauge goes up only once the state is stored, so that its close takes it
+ * down again.
+ */
+static __always_inline bool put_established(const struct sock *sk, struct sock_state *st)
 {
-	struct sock_state *st = state_of(sk, true);
+	struct flow_val *v;
 
-	if (!st)
-		return;
-	st->syn_ns = st->est_ns = st->acked = st->received = 0;
-	st->retrans = st->rtt_sampled_us = st->young_until_us = 0;
-	st->role = ROLE_SERVER;
-	st->established = st->key_ok = st->resets_received = 0;
+	st->key_ok = 1;
+	st->established = 1;
+	if (!state_put(sk, st))
+		return false;
+	v = flow_of(&st->key);
+	if (v)
+		__sync_fetch_and_add(&v->active, 1);
+	return true;
+}
+
+/*
+ * A passive open: the child was created in SYN_RECV while the final ACK
+ * was processed and reaches ESTABLISHED in the same softirq, so its state is
+ * made only now. Just before, tcp_rcv_state_process() timed SYN-ACK -> ACK
+ * (tcp_synack_rtt_meas), which is both its handshake time and its first RTT
+ * sample; there is no sample (srtt 0) when the SYN-ACK was retransmitted.
+ */
+static __always_inline void on_accepted(const struct sock *sk, struct tcp_sock *tp)
+{
+	__u32 srtt = tp->srtt_us >> 3;
+	struct sock_state st = {};
+	struct conn_hists *h;
+
+	st.role = ROLE_SERVER;
+	st.est_ns = bpf_ktime_get_ns();
+	/* Traffic counts from here; retransmits from zero, the SYN-ACK's too. */
+	st.acked = tp->bytes_acked;
+	st.received = tp->bytes_received;
+	st.report_us = tp->tcp_mstamp + REPORT_US;
+	flow_key_init(&st.key, sk, ROLE_SERVER);
+	if (srtt) {
+		h = hists_of(&st.key);
+		if (h) {
+			kt_hist_add_ns(&h->open, (__u64)srtt * 1000);
+			kt_hist_add_ns(&h->rtt, (__u64)srtt * 1000);
+		}
+	}
+	put_established(sk, &st);
+}
+
+/* An active open: connect latency, its first RTT sample, and SYN retransmits. */
+static __always_inline void on_connected(struct sock_state *st, const struct sock *sk, struct tcp_sock *tp)
+{
+	__u64 now = bpf_ktime_get_ns();
+	const struct flow_key *k = key_of(st, sk);
+	struct conn_hists *h = hists_of(k);
+	struct flow_val *v = flow_of(k);
+
+	if (h) {
+		if (st->syn_ns)
+			kt_hist_add_ns(&h->open, now - st->syn_ns);
+		rtt_add(h, tp->srtt_us >> 3);
+	}
+	if (v) {
+		/* Every retransmit so far was of the SYN. */
+		if (tp->total_retrans)
+			__sync_fetch_and_add(&v->syn_retrans, tp->total_retrans);
+		if (!st->established)
+			__sync_fetch_and_add(&v->active, 1);
+		st->established = 1;
+	}
+	/* Traffic counts from here: bytes_acked already holds 1 for the SYN. */
+	st->acked = tp->bytes_acked;
+	st->received = tp->bytes_received;
+	st->est_ns = now;
+	st->report_us = tp->tcp_mstamp + REPORT_US;
 }
 
 /*
@@ -364,51 +411,25 @@ static __always_inline bool fin_sent_before(int oldstate)
 	       oldstate == KT_TCP_TIME_WAIT || oldstate == KT_TCP_LAST_ACK;
 }
 
-static __always_inline void on_established(struct sock_state *st, const struct sock *sk,
-					   struct tcp_sock *tp, int oldstate)
-{
-	__u64 now = bpf_ktime_get_ns();
-	__u32 srtt = tp->srtt_us >> 3;
-	struct flow_val *v;
-
-	if (oldstate == KT_TCP_SYN_SENT && st->syn_ns) {
-		hist_add(key_of(st, sk)->cgroup_id, HIST_CONNECT, now - st->syn_ns);
-		/* Every retransmit so far was of the SYN. (A server child's
-		 * SYN-ACK retransmits are counted by tcp_retransmit_synack.) */
-		if (tp->total_retrans) {
-			v = flow_of(key_of(st, sk));
-			if (v)
-				__sync_fetch_and_add(&v->syn_retrans, tp->total_retrans);
-		}
-	} else if (oldstate == KT_TCP_SYN_RECV && srtt) {
-		/* The kernel has just timed SYN-ACK -> ACK (tcp_synack_rtt_meas);
-		 * it takes no sample when the SYN-ACK was retransmitted (srtt 0). */
-		hist_add(key_of(st, sk)->cgroup_id, HIST_HANDSHAKE, (__u64)srtt * 1000);
-	}
-	/* Traffic counts from here: an active open's bytes_acked already
-	 * holds 1 for the SYN acked by the SYN-ACK. */
-	st->acked = tp->bytes_acked;
-	st->received = tp->bytes_received;
-	st->est_ns = now;
-	set_open(st, sk);
-}
-
 /*
  * Everything the connection still owes its flow (the active gauge, the rest
  * of its traffic, a failed connect, a received reset) goes in with one
- * lookup. At close the counters include the FIN's sequence number when our
- * FIN was acked (bytes_acked) or the peer's FIN arrived (bytes_received);
- * data excludes them, so they are taken off.
+ * lookup, its lifetime with one more. At close the counters include the
+ * FIN's sequence number when our FIN was acked (bytes_acked) or the peer's
+ * FIN arrived (bytes_received); data excludes them, so they are taken off.
  */
 static __always_inline void on_close(struct sock_state *st, const struct sock *sk,
 				     struct tcp_sock *tp, int oldstate)
 {
+	const struct flow_key *k;
+	struct conn_hists *h;
 	struct flow_val *v;
 	__u64 now;
 
 	if (oldstate == KT_TCP_LISTEN)
 		return; /* a listener owes no flow anything */
-	v = flow_of(key_of(st, sk));
+	k = key_of(st, sk);
+	v = flow_of(k);
 	now = bpf_ktime_get_ns();
 	if (v) {
 		__u64 acked = tp->bytes_acked;
@@ -429,12 +450,11 @@ static __always_inline void on_close(struct sock_state *st, const struct sock *s
 		if (st->resets_received)
 			__sync_fetch_and_add(&v->resets_received, st->resets_received);
 	}
-	st->established = st->resets_received = 0;
-	if (oldstate != KT_TCP_SYN_SENT && st->est_ns)
-		hist_add(key_of(st, sk)->cgroup_id,
-			 st->role == ROLE_CLIENT ? HIST_LIFETIME_CLIENT : HIST_LIFETIME_SERVER, now - st->est_ns);
-	/* The socket may be reused (connect after close): start over. */
-	st->syn_ns = st->est_ns = st->young_until_us = 0;
+	if (oldstate != KT_TCP_SYN_SENT && st->est_ns) {
+		h = hists_of(k);
+		if (h)
+			kt_hist_add_ns(&h->lifetime, now - st->est_ns);
+	}
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -453,24 +473,28 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 	case KT_TCP_LISTEN:
 		on_listen(sk);
 		return 0;
-	case KT_TCP_SYN_RECV:
-		on_syn_recv(sk);
+	case KT_TCP_ESTABLISHED:
+	case KT_TCP_CLOSE:
+		break;
+	default:
+		/* SYN_RECV: a passive open's state is made at ESTABLISHED. The
+		 * closing steps (ESTABLISHED -> FIN_WAIT1 or CLOSE_WAIT, FIN_WAIT1
+		 * -> FIN_WAIT2, ...) owe nothing: a connection counts as open until
+		 * CLOSE. So 3 of a connection's 5 state changes return here. */
 		return 0;
 	}
-
-	/* The closing steps (ESTABLISHED -> FIN_WAIT1 or CLOSE_WAIT, FIN_WAIT1
-	 * -> FIN_WAIT2, ...) owe nothing: a connection counts as open until
-	 * CLOSE, so they return before any lookup (2 of a connection's 5). */
-	if (newstate != KT_TCP_ESTABLISHED && newstate != KT_TCP_CLOSE)
-		return 0;
-	st = state_of(sk, false);
-	if (!st)
-		return 0; /* a socket from before kerntap that never sent or received since */
 	tp = bpf_skc_to_tcp_sock((void *)sk);
 	if (!tp)
 		return 0;
+	if (newstate == KT_TCP_ESTABLISHED && oldstate == KT_TCP_SYN_RECV) {
+		on_accepted(sk, tp);
+		return 0;
+	}
+	st = state_of(sk);
+	if (!st)
+		return 0; /* a socket from before kerntap that never sent or received since, or a full table */
 	if (newstate == KT_TCP_ESTABLISHED) {
-		on_established(st, sk, tp, oldstate);
+		on_connected(st, sk, tp);
 		return 0;
 	}
 	on_close(st, sk, tp, oldstate);
@@ -478,44 +502,54 @@ int BPF_PROG(tcp_state, const struct sock *sk, const int oldstate, const int new
 	return 0;
 }
 
+/* First sight of a connection opened before kerntap (or whose state found the table full): counted from now. */
+static __always_inline void on_first_sight(const struct sock *sk, struct tcp_sock *tp)
+{
+	struct sock_state st = {};
+	struct conn_hists *h;
+
+	st.role = guess_role(sk);
+	st.acked = tp->bytes_acked;
+	st.received = tp->bytes_received;
+	st.retrans = tp->total_retrans;
+	st.report_us = tp->tcp_mstamp + REPORT_US;
+	flow_key_init(&st.key, sk, st.role);
+	if (!put_established(sk, &st))
+		return;
+	h = hists_of(&st.key);
+	if (h)
+		rtt_add(h, tp->srtt_us >> 3);
+}
+
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(tcp_probe, struct sock *sk, struct sk_buff *skb)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	struct sock_state *st;
-	__u32 srtt;
+	struct conn_hists *h;
+	__u64 stamp;
 
 	if (!tp)
 		return 0;
-	st = state_of(sk, true);
-	if (!st)
+	/* Young: no state lookup at all (see YOUNG_SEGS). */
+	if (tp->segs_in <= YOUNG_SEGS && tp->bytes_acked + tp->bytes_received < REPORT_OWED_BYTES)
 		return 0;
-	if (!st->role) {
-		/* First sight of a connection opened before kerntap: count from now. */
-		st->acked = tp->bytes_acked;
-		st->received = tp->bytes_received;
-		st->retrans = tp->total_retrans;
-		st->role = guess_role(sk);
-		set_open(st, sk);
+	st = state_of(sk);
+	if (!st) {
+		on_first_sight(sk, tp);
+		return 0;
 	}
-	srtt = tp->srtt_us >> 3;
 	/* tcp_mstamp is the socket's own µs clock (refreshed at every segment
-	 * sent or received), so sampling needs no clock call. */
-	if (srtt) {
-		__u64 stamp = tp->tcp_mstamp;
-
-		if (!st->rtt_sampled_us || stamp - st->rtt_sampled_us >= RTT_SAMPLE_US) {
-			st->rtt_sampled_us = stamp ? stamp : 1;
-			hist_add(key_of(st, sk)->cgroup_id, HIST_RTT, (__u64)srtt * 1000);
-		}
-	}
-	/* Young until CLAIM_AFTER_US of the socket's clock after its first
-	 * segment here; one opened before kerntap counts as old. */
-	if (!st->young_until_us)
-		st->young_until_us = st->est_ns ? tp->tcp_mstamp + CLAIM_AFTER_US : 1;
-	if (tp->tcp_mstamp < st->young_until_us &&
-	    tp->bytes_acked - st->acked + tp->bytes_received - st->received < CLAIM_OWED_BYTES)
+	 * sent or received), so the cadence needs no clock call. */
+	stamp = tp->tcp_mstamp;
+	if (stamp >= st->report_us) {
+		st->report_us = stamp + REPORT_US;
+		h = hists_of(key_of(st, sk));
+		if (h)
+			rtt_add(h, tp->srtt_us >> 3);
+	} else if (tp->bytes_acked - st->acked + tp->bytes_received - st->received < REPORT_OWED_BYTES) {
 		return 0;
+	}
 	report_traffic(st, sk, tp);
 	return 0;
 }
@@ -532,7 +566,7 @@ static __always_inline void count_reset(const struct sock *sk, bool sent)
 		__builtin_memset(&k, 0, sizeof(k));
 		v = flow_of(&k);
 	} else {
-		st = state_of(sk, false);
+		st = state_of(sk);
 		if (st && !sent && sk->__sk_common.skc_state != KT_TCP_LISTEN) {
 			/* tcp_reset() closes the socket next: counted with the close. */
 			if (st->resets_received < 255)
@@ -603,7 +637,6 @@ struct socket_record {
 const volatile struct {
 	struct socket_record socket_record;
 	enum role role;
-	enum hist_kind hist_kind;
 	enum failure failure;
 	enum drop_slot drop_slot;
 } kt_layouts;
@@ -653,7 +686,7 @@ int tcp_sockets(struct bpf_iter__tcp *ctx)
 	if (state == KT_TCP_ESTABLISHED && !per_connection && walked_since &&
 	    quiet_since(tp, (__u32)walked_since))
 		return 0;
-	st = state_of((struct sock *)tp, false);
+	st = state_of((struct sock *)tp);
 	/* tcp_probe fires before the segment is processed, so the last segment
 	 * of a connection that went quiet is not counted yet: count it now.
 	 * From 5.15 on the iterator holds the socket lock, as tcp_probe and

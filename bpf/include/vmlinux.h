@@ -149,6 +149,7 @@ struct tcp_sock {
 	u64 bytes_acked;
 	u64 bytes_received;
 	u32 total_retrans;
+	u32 segs_in;    /* segments received, the handshake's included (4.6+) */
 	u32 snd_una;
 	u32 write_seq;
 	u32 rcv_nxt;

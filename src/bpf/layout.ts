@@ -76,7 +76,8 @@ function typeName(t: BtfType): string {
   return t.kind === 'struct' || t.kind === 'union' ? `${t.kind} ${t.name || '(anonymous)'}` : t.name || t.kind;
 }
 
-function check<M extends string>(where: string, t: BtfType, spec: Record<M, MemberSpec>): Layout<M> {
+/** The layout of type t, checked against spec; `where` names it in the error. */
+export function layoutOf<M extends string>(where: string, t: BtfType, spec: Record<M, MemberSpec>): Layout<M> {
   const fail = (why: string) => new LayoutError(`${where} (${typeName(t)}): ${why}`);
   const offset = {} as Record<M, number>;
   const sizeOf = {} as Record<M, number>;
@@ -109,7 +110,7 @@ export function mapLayout<M extends string>(btf: ObjectBtf, site: LayoutSite, ma
   const where = `collector ${site.collector}: map ${map} ${part} in ${site.object}`;
   const t = btf.maps[map]?.[part];
   if (!t) throw new LayoutError(`${where}: ${btf.maps[map] ? `no BTF type for the ${part}` : 'no such map'}`);
-  return check(where, t, spec);
+  return layoutOf(where, t, spec);
 }
 
 /** The layout of a member of a global variable (types no map names, e.g. iterator records in kt_layouts). */
@@ -117,7 +118,7 @@ export function globalLayout<M extends string>(btf: ObjectBtf, site: LayoutSite,
   const where = `collector ${site.collector}: ${global}.${member} in ${site.object}`;
   const t = btf.globals[global]?.members?.find((m) => m.name === member)?.type;
   if (!t) throw new LayoutError(`${where}: no such ${btf.globals[global] ? 'member' : 'global variable'}`);
-  return check(where, t, spec);
+  return layoutOf(where, t, spec);
 }
 
 /** Checks that a map's key or value is a plain integer of `size` bytes (e.g. a u64 cgroup id). */

@@ -1,5 +1,5 @@
 /** Small helpers shared by collectors: keys, overflow counters, cgroup expiry. */
-import { checkScalar, LayoutError, mapLayout, type LayoutSite, type ObjectBtf } from '../bpf/layout.js';
+import { checkScalar, LayoutError, layoutOf, mapLayout, type Layout, type LayoutSite, type ObjectBtf } from '../bpf/layout.js';
 import type { BpfObjectHandle, MapBatch, NativeError } from '../bpf/native.js';
 import type { CgroupResolver } from '../cgroup/resolver.js';
 import { HIST_SLOTS, HIST_WORDS } from '../model/histogram.js';
@@ -37,12 +37,35 @@ export function checkDropsMap(btf: ObjectBtf, site: LayoutSite): void {
   checkScalar(btf, site, 'kt_drops', 'value', 8);
 }
 
-/** A map whose value is a struct kt_hist (bpf/include/kt_hist.h), laid out as decodeHistogram reads it. */
-export function checkHistValue(btf: ObjectBtf, site: LayoutSite, map: string): void {
-  const h = mapLayout(btf, site, map, 'value', { slots: { elem: 8, length: HIST_SLOTS }, sum_ns: 8 });
+const HIST_MEMBERS = { slots: { elem: 8, length: HIST_SLOTS }, sum_ns: 8 } as const;
+
+/** A struct kt_hist (bpf/include/kt_hist.h) is what decodeHistogram reads: the slots, then the sum. */
+function checkHistLayout(h: Layout<keyof typeof HIST_MEMBERS>, where: string): void {
   if (h.offset.slots !== 0 || h.offset.sum_ns !== HIST_SLOTS * 8 || h.size !== HIST_WORDS * 8) {
-    throw new LayoutError(`collector ${site.collector}: map ${map} value in ${site.object} (${h.type}): expected the slots, then sum_ns, in ${HIST_WORDS} u64 words`);
+    throw new LayoutError(`${where} (${h.type}): expected the slots, then sum_ns, in ${HIST_WORDS} u64 words`);
   }
+}
+
+/** A map whose value is a struct kt_hist, laid out as decodeHistogram reads it. */
+export function checkHistValue(btf: ObjectBtf, site: LayoutSite, map: string): void {
+  checkHistLayout(mapLayout(btf, site, map, 'value', HIST_MEMBERS), `collector ${site.collector}: map ${map} value in ${site.object}`);
+}
+
+/**
+ * A map whose value is a struct of struct kt_hist members, and nothing else:
+ * the u64 word at which each member starts (for decodeHistogram), and the
+ * value's size in words.
+ */
+export function histMembers<M extends string>(btf: ObjectBtf, site: LayoutSite, map: string, names: readonly M[]): { word: Record<M, number>; words: number } {
+  const v = mapLayout(btf, site, map, 'value', Object.fromEntries(names.map((n) => [n, HIST_WORDS * 8])) as Record<M, number>);
+  const where = `collector ${site.collector}: map ${map} value in ${site.object}`;
+  if (v.size !== names.length * HIST_WORDS * 8) throw new LayoutError(`${where} (${v.type}): expected ${names.length} histograms and nothing else`);
+  const members = btf.maps[map]!.value!.members!;
+  for (const n of names) {
+    const member = `${where}, member ${n}`;
+    checkHistLayout(layoutOf(member, members.find((m) => m.name === n)!.type, HIST_MEMBERS), member);
+  }
+  return { word: Object.fromEntries(names.map((n) => [n, v.offset[n] / 8])) as Record<M, number>, words: v.size / 8 };
 }
 
 /** Drops per slot of the object's kt_drops map (see bpf/include/kt_maps.h). */

@@ -14,10 +14,10 @@ import { encode, enumValues, globalLayout, mapLayout, wordIndex, type ObjectBtf 
 import type { BpfObjectHandle, MapBatch } from '../bpf/native.js';
 import { durationSchema } from '../duration.js';
 import { decodeCString } from '../labels.js';
-import { decodeHistogram, HIST_WORDS } from '../model/histogram.js';
+import { addHistogram, decodeHistogram, type HistogramValue } from '../model/histogram.js';
 import { defineMetric } from '../model/metric.js';
 import { histogramFamily, numberFamily, type RawFamily, type RawHistogramPoint, type RawNumberPoint } from '../model/snapshot.js';
-import { checkDropsMap, checkHistValue, expireCgroupEntries, lacksHelper, u32Value } from './common.js';
+import { checkDropsMap, expireCgroupEntries, histMembers, u32Value } from './common.js';
 import type { CollectorContext, CollectorDefinition, CollectorInstance } from './types.js';
 
 const CGROUP_LABEL = ['cgroup'] as const;
@@ -27,7 +27,7 @@ const FLOW_LABELS = ['cgroup', 'role', 'peer', 'server.port'] as const;
 export const tcpMetrics = {
   rtt: defineMetric({
     name: 'kerntap.tcp.rtt', kind: 'histogram', unit: 's', labels: CGROUP_LABEL, range: { minExp: -17, maxExp: 3 },
-    help: 'Smoothed round-trip time of TCP connections: at the first segment received, then at most once per 10 ms of the connection\'s activity (tcp_probe), so weighted by active time, not by segments.',
+    help: 'Smoothed round-trip time of TCP connections: when established (the handshake\'s sample), then, past their first 8 segments, at most once per 10 ms of their activity (tcp_probe), so weighted by active time, not by segments.',
   }),
   connect: defineMetric({
     name: 'kerntap.tcp.connect.duration', kind: 'histogram', unit: 's', labels: CGROUP_LABEL, range: { minExp: -17, maxExp: 5 },
@@ -86,14 +86,8 @@ export const tcpMetrics = {
 /** The C enums of bpf/tcp.bpf.c, by enumerator; their values come from the object's BTF. */
 const FAILURE_LABELS = { FAIL_REFUSED: 'refused', FAIL_TIMEOUT: 'timeout', FAIL_RESET: 'reset', FAIL_UNREACHABLE: 'unreachable', FAIL_OTHER: 'other' } as const;
 const ROLE_LABELS = { ROLE_UNKNOWN: 'unknown', ROLE_CLIENT: 'client', ROLE_SERVER: 'server' } as const;
-type HistFamily = 'rtt' | 'connect' | 'handshake' | 'lifetime';
-const HIST_KINDS: Record<string, { family: HistFamily; role?: string }> = {
-  HIST_RTT: { family: 'rtt' },
-  HIST_CONNECT: { family: 'connect' },
-  HIST_HANDSHAKE: { family: 'handshake' },
-  HIST_LIFETIME_CLIENT: { family: 'lifetime', role: 'client' },
-  HIST_LIFETIME_SERVER: { family: 'lifetime', role: 'server' },
-};
+/** struct conn_hists: the histograms of one cgroup and role. `open` is the connect time of a client, the handshake of a server. */
+const CONN_HISTS = ['rtt', 'open', 'lifetime'] as const;
 const DROP_SLOTS = ['DROP_FLOWS', 'DROP_HISTS', 'DROP_SOCKS'] as const;
 const OVERFLOW_ID = 0xffff_ffff_ffff_ffffn;
 const OVERFLOW = '~overflow';
@@ -115,15 +109,14 @@ export function tcpLayouts(btf: ObjectBtf, object = 'tcp.bpf.o') {
   const site = { collector: 'tcp', object };
   const failure = enumValues(btf, site, 'failure', [...Object.keys(FAILURE_LABELS), 'FAIL_KINDS'], { exhaustive: true });
   const role = enumValues(btf, site, 'role', Object.keys(ROLE_LABELS), { exhaustive: true });
-  const histKind = enumValues(btf, site, 'hist_kind', Object.keys(HIST_KINDS), { exhaustive: true });
   const dropSlot = enumValues(btf, site, 'drop_slot', DROP_SLOTS, { exhaustive: true });
   const flowKey = mapLayout(btf, site, 'flows', 'key', { cgroup_id: 8, peer: 16, server_port: 2, role: 1 });
   const flowVal = mapLayout(btf, site, 'flows', 'value', {
     sent: 8, received: 8, retrans: 8, active: 8, resets_sent: 8, resets_received: 8, syn_retrans: 8,
     failed: { elem: 8, length: failure.FAIL_KINDS! },
   });
-  const histKey = mapLayout(btf, site, 'hists', 'key', { cgroup_id: 8, kind: 4 });
-  checkHistValue(btf, site, 'hists');
+  const histKey = mapLayout(btf, site, 'hists', 'key', { cgroup_id: 8, role: 1 });
+  const hists = histMembers(btf, site, 'hists', CONN_HISTS);
   checkDropsMap(btf, site);
   const record = globalLayout(btf, site, 'kt_layouts', 'socket_record', {
     cgroup_id: 8, bytes_acked: 8, bytes_received: 8, local: 16, peer: 16, local_port: 2, peer_port: 2, state: 1, role: 1, comm: 16,
@@ -131,13 +124,15 @@ export function tcpLayouts(btf: ObjectBtf, object = 'tcp.bpf.o') {
   const { FAIL_KINDS: _, ...reasons } = failure;
   return {
     flowKey, flowVal, histKey, record,
+    histWord: hists.word,
+    histWords: hists.words,
     flowWord: wordIndex(flowVal, { ...site, map: 'flows' }),
     flowWords: flowVal.size / 8,
     /** [enum failure value, label] */
     failures: Object.entries(reasons).map(([name, v]) => [v, FAILURE_LABELS[name as keyof typeof FAILURE_LABELS]] as const),
     roleLabel: byValue(role, ROLE_LABELS),
     roleClient: role.ROLE_CLIENT!,
-    histKinds: Object.entries(histKind).reduce<({ family: HistFamily; role?: string } | undefined)[]>((out, [name, v]) => ((out[v] = HIST_KINDS[name]), out), []),
+    roleServer: role.ROLE_SERVER!,
     dropSlot,
   };
 }
@@ -156,11 +151,12 @@ const configSchema = z.strictObject({
   /** Capacity of the cgroup × role × peer map; more flows are summed under cgroup="~overflow". */
   max_flows: z.number().int().min(16).max(1_048_576).default(16_384),
   /**
-   * Capacity of the per-socket state table on kernels whose tracing
-   * programs have no socket storage (before 5.11); unused elsewhere.
+   * Capacity of the per-socket state table: live TCP sockets tracked at once
+   * (established, closing, listening); a socket beyond it is not tracked,
+   * and counted in kerntap_map_overflow_total{map="sock_table"}.
    */
-  max_sockets: z.number().int().min(16).max(4_194_304).default(65_536),
-  /** Capacity of the per-cgroup histogram map (5 histograms per cgroup). */
+  max_sockets: z.number().int().min(16).max(4_194_304).default(131_072),
+  /** Capacity of the histogram map: one entry per cgroup and role (client, server). */
   max_histograms: z.number().int().min(16).max(1_048_576).default(8_192),
   /** Flows with no connection open and no new traffic for this long are dropped (their series end). */
   flow_ttl: durationSchema(0).default(600_000),
@@ -185,13 +181,9 @@ interface FlowSeen {
   changedMs: number;
 }
 
-/** Where per-socket state lives: socket storage (5.11+), or a table keyed by socket before. */
-export type SocketStateStore = 'socket storage' | 'socket table';
-
 class TcpCollector implements CollectorInstance {
   readonly objects: BpfObjectHandle[];
   readonly dropSlots;
-  readonly notes;
   private readonly flowSeen = new Map<string, FlowSeen>();
   /**
    * Values of flows that were expired while an event raced the expiry and
@@ -204,16 +196,14 @@ class TcpCollector implements CollectorInstance {
     private readonly obj: BpfObjectHandle,
     private readonly ctx: CollectorContext,
     private readonly config: TcpConfig,
-    store: SocketStateStore,
     private readonly layouts: TcpLayouts,
   ) {
     this.objects = [obj];
     this.dropSlots = [
       { slot: layouts.dropSlot.DROP_FLOWS, map: 'flows' },
       { slot: layouts.dropSlot.DROP_HISTS, map: 'hists' },
-      { slot: layouts.dropSlot.DROP_SOCKS, map: store === 'socket storage' ? 'sock_states' : 'sock_table' },
+      { slot: layouts.dropSlot.DROP_SOCKS, map: 'sock_table' },
     ];
-    this.notes = store === 'socket storage' ? [] : ['socket state in a table (no socket storage for tracing programs before Linux 5.11)'];
   }
 
   private cgroupLabel(id: bigint): string {
@@ -353,32 +343,46 @@ class TcpCollector implements CollectorInstance {
   }
 
   private async histFamilies(batch: MapBatch): Promise<RawFamily[]> {
-    const { histKey: K, histKinds } = this.layouts;
-    const [size, oId, oKind] = [K.size, K.offset.cgroup_id, K.offset.kind];
-    const byFamily: Record<HistFamily, RawHistogramPoint[]> = { rtt: [], connect: [], handshake: [], lifetime: [] };
+    const { histKey: K, histWord: W, histWords, roleLabel, roleClient, roleServer } = this.layouts;
+    const [size, oId, oRole] = [K.size, K.offset.cgroup_id, K.offset.role];
+    const connect: RawHistogramPoint[] = [];
+    const handshake: RawHistogramPoint[] = [];
+    const lifetime: RawHistogramPoint[] = [];
+    // RTT is per cgroup: its client and server entries add up.
+    const rtt = new Map<bigint, { cgroup: string; hist: HistogramValue }>();
     for (let i = 0; i < batch.count; i++) {
       const id = batch.keys.readBigUInt64LE(i * size + oId);
-      const kind = histKinds[batch.keys.readUInt32LE(i * size + oKind)];
-      const hist = decodeHistogram(batch.values, i * HIST_WORDS);
-      if (hist.count === 0 || !kind) continue;
-      const cgroup = this.cgroupLabel(id);
+      const role = batch.keys.readUInt8(i * size + oRole);
       if (this.retired(id)) continue;
-      const labels = kind.role ? [cgroup, kind.role] : [cgroup];
-      byFamily[kind.family].push({ labels, hist, identity: id.toString() });
+      const cgroup = this.cgroupLabel(id);
+      const identity = id.toString();
+      const at = (member: keyof typeof W) => decodeHistogram(batch.values, i * histWords + W[member]);
+      const open = at('open');
+      if (open.count > 0 && role === roleClient) connect.push({ labels: [cgroup], hist: open, identity });
+      if (open.count > 0 && role === roleServer) handshake.push({ labels: [cgroup], hist: open, identity });
+      const life = at('lifetime');
+      if (life.count > 0) lifetime.push({ labels: [cgroup, roleLabel[role] ?? 'unknown'], hist: life, identity });
+      const r = at('rtt');
+      if (r.count === 0) continue;
+      const sum = rtt.get(id);
+      if (sum) addHistogram(sum.hist, r);
+      else rtt.set(id, { cgroup, hist: r });
     }
     await expireCgroupEntries(this.obj, 'hists', batch, this.ctx.cgroups, (i) => batch.keys.readBigUInt64LE(i * size + oId),
       (id) => id === OVERFLOW_ID);
     return [
-      histogramFamily(tcpMetrics.rtt, byFamily.rtt),
-      histogramFamily(tcpMetrics.connect, byFamily.connect),
-      histogramFamily(tcpMetrics.handshake, byFamily.handshake),
-      histogramFamily(tcpMetrics.lifetime, byFamily.lifetime),
+      histogramFamily(tcpMetrics.rtt, [...rtt].map(([id, { cgroup, hist }]) => ({ labels: [cgroup], hist, identity: id.toString() }))),
+      histogramFamily(tcpMetrics.connect, connect),
+      histogramFamily(tcpMetrics.handshake, handshake),
+      histogramFamily(tcpMetrics.lifetime, lifetime),
     ];
   }
 
   private socketFamilies(records: Buffer): RawFamily[] {
     const listeners = new Map<string, RawNumberPoint>();
-    const connections: { labels: string[]; sent: number; received: number }[] = [];
+    // A server's connections are owned by their listener's process: by local address and port, or port alone.
+    const listenerComm = new Map<string, string>();
+    const connections: { labels: string[]; sent: number; received: number; listener?: [string, string] }[] = [];
     const { record: R, roleClient } = this.layouts;
     const o = R.offset;
     for (let off = 0; off + R.size <= records.length; off += R.size) {
@@ -386,20 +390,29 @@ class TcpCollector implements CollectorInstance {
       const cgroup = this.cgroupLabel(r.readBigUInt64LE(o.cgroup_id));
       const comm = decodeCString(r.subarray(o.comm, o.comm + R.sizeOf.comm));
       const localPort = r.readUInt16LE(o.local_port);
+      const localAddr = formatAddress(r.subarray(o.local, o.local + 16));
+      const local = `${localAddr}:${localPort}`;
+      const client = r.readUInt8(o.role) === roleClient;
       if (r.readUInt8(o.state) === TCP_LISTEN) {
         const labels = [cgroup, comm, String(localPort)];
         const k = labels.join('\u0000');
         const point = listeners.get(k);
         if (point) point.value++;
         else listeners.set(k, { labels, value: 1 });
+        listenerComm.set(local, comm);
+        // By port alone: a wildcard listener's, else any.
+        if (localAddr === '0.0.0.0' || localAddr === '::' || !listenerComm.has(`:${localPort}`)) listenerComm.set(`:${localPort}`, comm);
         continue;
       }
-      const local = `${formatAddress(r.subarray(o.local, o.local + 16))}:${localPort}`;
       const peer = `${formatAddress(r.subarray(o.peer, o.peer + 16))}:${r.readUInt16LE(o.peer_port)}`;
       // An active open's bytes_acked counts its SYN; data only, as everywhere else.
       const acked = Number(r.readBigUInt64LE(o.bytes_acked));
-      const sent = r.readUInt8(o.role) === roleClient && acked > 0 ? acked - 1 : acked;
-      connections.push({ labels: [cgroup, comm, local, peer], sent, received: Number(r.readBigUInt64LE(o.bytes_received)) });
+      const sent = client && acked > 0 ? acked - 1 : acked;
+      const listener: [string, string] | undefined = !client && comm === '' ? [local, `:${localPort}`] : undefined;
+      connections.push({ labels: [cgroup, comm, local, peer], sent, received: Number(r.readBigUInt64LE(o.bytes_received)), listener });
+    }
+    for (const c of connections) {
+      if (c.listener) c.labels[1] = listenerComm.get(c.listener[0]) ?? listenerComm.get(c.listener[1]) ?? '';
     }
     const families: RawFamily[] = [numberFamily(tcpMetrics.listeners, [...listeners.values()])];
     if (this.config.per_connection.enabled) {
@@ -444,38 +457,23 @@ export const tcp: CollectorDefinition<TcpConfig> = {
   configSchema,
   async start(ctx, config) {
     const [lo, hi] = config.ephemeral_ports;
-    const open = (store: SocketStateStore) => new ctx.native.BpfObject(ctx.objectPath('tcp'), {
-      maxEntries: {
-        flows: config.max_flows + 2,
-        hists: config.max_histograms + 1,
-        sock_table: store === 'socket table' ? config.max_sockets : 1,
-      },
-      rodata: {
-        ephemeral_lo: u32Value(lo), ephemeral_hi: u32Value(hi), per_connection: u32Value(config.per_connection.enabled ? 1 : 0),
-        sk_storage_ok: u32Value(store === 'socket storage' ? 1 : 0),
-      },
+    const obj = new ctx.native.BpfObject(ctx.objectPath('tcp'), {
+      // Room for the reserved keys: the flows' ~overflow and ~none entries, a histogram ~overflow entry per role.
+      maxEntries: { flows: config.max_flows + 2, hists: config.max_histograms + 2, sock_table: config.max_sockets },
+      rodata: { ephemeral_lo: u32Value(lo), ephemeral_hi: u32Value(hi), per_connection: u32Value(config.per_connection.enabled ? 1 : 0) },
     });
-    // Tracing programs get socket storage from 5.11 on; the verifier of an
-    // older kernel names the helper it lacks, and the table takes its place.
-    let store: SocketStateStore = 'socket storage';
-    let obj: BpfObjectHandle;
-    try {
-      obj = open(store);
-    } catch (err) {
-      if (!lacksHelper(err, 'bpf_sk_storage_get')) throw err;
-      store = 'socket table';
-      obj = open(store);
-    }
     let layouts: TcpLayouts;
     try {
       layouts = tcpLayouts(obj.btf(), path.basename(ctx.objectPath('tcp')));
       obj.updateElem('flows', encode(layouts.flowKey, { cgroup_id: OVERFLOW_ID }), Buffer.alloc(layouts.flowVal.size));
-      obj.updateElem('hists', encode(layouts.histKey, { cgroup_id: OVERFLOW_ID }), Buffer.alloc(HIST_WORDS * 8));
+      for (const role of [layouts.roleClient, layouts.roleServer]) {
+        obj.updateElem('hists', encode(layouts.histKey, { cgroup_id: OVERFLOW_ID, role }), Buffer.alloc(layouts.histWords * 8));
+      }
       obj.attach();
     } catch (err) {
       obj.close();
       throw err;
     }
-    return new TcpCollector(obj, ctx, config, store, layouts);
+    return new TcpCollector(obj, ctx, config, layouts);
   },
 };

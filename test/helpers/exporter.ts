@@ -28,10 +28,11 @@ export function writeConfig(yaml: string): string {
  * `cgroup` (an absolute cgroup2 directory) it runs there from its first
  * instruction: a shell moves itself in, then execs node, so every page and
  * BPF map it allocates is charged to that cgroup. `wrap`: a command kerntap
- * runs under, e.g. setpriv with a capability set.
+ * runs under, e.g. setpriv with a capability set. `bin`: another checkout's
+ * bin/kerntap.js (bench A/B).
  */
-export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cgroup?: string; wrap?: string[] } = {}): Promise<Exporter> {
-  const kerntap = [...(opts.wrap ?? []), process.execPath, BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args];
+export async function startExporter(args: string[] = [], opts: { env?: NodeJS.ProcessEnv; timeoutMs?: number; cgroup?: string; wrap?: string[]; bin?: string } = {}): Promise<Exporter> {
+  const kerntap = [...(opts.wrap ?? []), process.execPath, opts.bin ?? BIN, '--web.listen-address', '127.0.0.1:0', '--poll.interval', '500ms', ...args];
   const command = opts.cgroup ? ['/bin/sh', '-c', 'echo $$ > "$0/cgroup.procs" && exec "$@"', opts.cgroup, ...kerntap] : kerntap;
   const child = spawn(command[0]!, command.slice(1), {
     env: { ...process.env, ...opts.env },

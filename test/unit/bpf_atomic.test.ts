@@ -15,8 +15,7 @@ const OUT = path.join(ROOT, 'bpf/out');
 
 /** Maps whose values one writer at a time owns, so plain stores are right there. */
 const OWNED = new Map([
-  ['sock_states', 'socket storage: a socket\'s own value, written under its socket lock'],
-  ['sock_table', 'the same per-socket state in a hash keyed by socket (kernels before 5.11)'],
+  ['sock_table', 'tcp: a socket\'s own state, keyed by the socket, written under its socket lock'],
   ['running', 'one slot per CPU, written only by sched_switch on that CPU, under its run-queue lock'],
   ['owners', 'kerntap top: one socket\'s owner record, written at its state changes (under the socket lock) and once by the accept() that returns it; plain field stores, no counter'],
   ['.data.walk', 'tcp: the iter/tcp walk\'s start times, written only by the walk, which kerntap runs one at a time'],
@@ -65,5 +64,5 @@ test('the check follows the real objects\' value pointers: it sees the plain sto
   const tcp = path.join(OUT, 'tcp.bpf.o');
   if (!requireTool(t, 'built BPF objects (make -C bpf)', existsSync(tcp))) return;
   const maps = new Set(plainStores(tcp, new Set()).map((s) => s.map));
-  assert.ok(maps.has('sock_states') && maps.has('sock_table'), `per-socket state is written in place (found: ${[...maps].join(', ')})`);
+  assert.ok(maps.has('sock_table'), `per-socket state is written in place (found: ${[...maps].join(', ')})`);
 });

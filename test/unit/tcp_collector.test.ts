@@ -57,7 +57,6 @@ function batch(keySize: number, valueWords: number, entries: [Buffer, bigint[]][
 function fixturesFor(btf: ObjectBtf) {
   const L: TcpLayouts = tcpLayouts(btf);
   const roleValue = (role: 'client' | 'server' | 'unknown') => btf.enums.role![`ROLE_${role.toUpperCase()}`]!;
-  const histKind = (name: string) => btf.enums.hist_kind![name] ?? 99;
   return {
     L,
     roleValue,
@@ -73,13 +72,18 @@ function fixturesFor(btf: ObjectBtf) {
       }));
     },
     flows: (entries: [Buffer, bigint[]][]) => batch(L.flowKey.size, L.flowWords, entries),
-    hists: (entries: [Buffer, bigint[]][]) => batch(L.histKey.size, HIST_WORDS, entries),
-    /** struct hist_key + struct kt_hist with `count` observations of `ns` in slot `slot`. */
-    histEntry: (cgroupId: bigint, kind: string, slot: number, count: number, ns: number): [Buffer, bigint[]] => {
-      const words = new Array<bigint>(HIST_WORDS).fill(0n);
-      words[slot] = BigInt(count);
-      words[HIST_WORDS - 1] = BigInt(count * ns);
-      return [encode(L.histKey, { cgroup_id: cgroupId, kind: histKind(kind) }), words];
+    hists: (entries: [Buffer, bigint[]][]) => batch(L.histKey.size, L.histWords, entries),
+    /**
+     * struct hist_key + struct conn_hists; each named histogram with `count`
+     * observations of `ns` in slot `slot`.
+     */
+    histEntry: (cgroupId: bigint, role: 'client' | 'server' | 'unknown', hists: Partial<Record<'rtt' | 'open' | 'lifetime', [slot: number, count: number, ns: number]>>): [Buffer, bigint[]] => {
+      const words = new Array<bigint>(L.histWords).fill(0n);
+      for (const [member, [slot, count, ns]] of Object.entries(hists) as [keyof typeof L.histWord, [number, number, number]][]) {
+        words[L.histWord[member] + slot] = BigInt(count);
+        words[L.histWord[member] + HIST_WORDS - 1] = BigInt(count * ns);
+      }
+      return [encode(L.histKey, { cgroup_id: cgroupId, role: roleValue(role) }), words];
     },
     /** struct socket_record, as the iter/tcp program writes it. */
     socketRecord: (r: SocketRecord) => encode(L.record, {
@@ -211,11 +215,13 @@ test('start: config reaches the kernel as rodata and map sizes; overflow keys ex
   assert.equal(obj.options.rodata!.ephemeral_lo!.readUInt32LE(), 1024);
   assert.equal(obj.options.rodata!.ephemeral_hi!.readUInt32LE(), 65535);
   assert.equal(obj.options.rodata!.per_connection!.readUInt32LE(), 1);
-  assert.equal(obj.options.rodata!.sk_storage_ok!.readUInt32LE(), 1, 'socket storage first');
-  assert.deepEqual(obj.options.maxEntries, { flows: 102, hists: 51, sock_table: 1 }, 'room for the reserved keys');
-  assert.deepEqual(obj.calls, ['updateElem flows', 'updateElem hists', 'attach']);
+  assert.deepEqual(Object.keys(obj.options.rodata!).sort(), ['ephemeral_hi', 'ephemeral_lo', 'per_connection']);
+  assert.deepEqual(obj.options.maxEntries, { flows: 102, hists: 52, sock_table: 131_072 }, 'room for the reserved keys; the socket table at its default');
+  assert.deepEqual(obj.calls, ['updateElem flows', 'updateElem hists', 'updateElem hists', 'attach']);
   assert.equal(obj.inserted.get('flows')![0]!.readBigUInt64LE(L.flowKey.offset.cgroup_id), OVERFLOW_ID);
-  assert.equal(obj.inserted.get('hists')![0]!.readBigUInt64LE(L.histKey.offset.cgroup_id), OVERFLOW_ID);
+  const histKeys = obj.inserted.get('hists')!;
+  assert.deepEqual(histKeys.map((k) => k.readBigUInt64LE(L.histKey.offset.cgroup_id)), [OVERFLOW_ID, OVERFLOW_ID], 'an overflow entry per role');
+  assert.deepEqual(histKeys.map((k) => k.readUInt8(L.histKey.offset.role)).sort(), [L.roleClient, L.roleServer].sort());
 });
 
 test('collect: iter/tcp runs before the maps are read, so quiet connections are current', async () => {
@@ -265,20 +271,19 @@ test('collect: flows become cgroup × role × peer × port series; failures by r
   ]);
 });
 
-test('collect: histogram kinds map to the four histograms; lifetime carries the role', async () => {
+test('collect: a cgroup\'s client and server histograms become the four families; RTT adds both roles, lifetime carries the role', async () => {
   const { ids, resolver } = cgroupTree(['web']);
   const { instance, obj } = await start({}, resolver);
   obj.contents.hists = hists([
-    histEntry(ids.web!, 'HIST_RTT', 10, 5, 500_000),
-    histEntry(ids.web!, 'HIST_CONNECT', 12, 2, 2_000_000),
-    histEntry(ids.web!, 'HIST_HANDSHAKE', 11, 3, 900_000),
-    histEntry(ids.web!, 'HIST_LIFETIME_CLIENT', 30, 1, 3e9),
-    histEntry(ids.web!, 'HIST_LIFETIME_SERVER', 31, 4, 5e9),
-    histEntry(ids.web!, 'no such kind', 1, 1, 1), // unknown kind: ignored
+    histEntry(ids.web!, 'client', { rtt: [10, 5, 500_000], open: [12, 2, 2_000_000], lifetime: [30, 1, 3e9] }),
+    histEntry(ids.web!, 'server', { rtt: [10, 1, 300_000], open: [11, 3, 900_000], lifetime: [31, 4, 5e9] }),
+    histEntry(OVERFLOW_ID, 'client', {}), // an empty overflow entry: no series
   ]);
   const f = await instance.collect(0);
   const hist = (name: string) => (family(f, name).points as RawHistogramPoint[]).map((p) => [p.labels.join('|'), p.hist.count, p.hist.sum]);
-  assert.deepEqual(hist('kerntap.tcp.rtt'), [['/web', 5, 0.0025]]);
+  assert.deepEqual(hist('kerntap.tcp.rtt'), [['/web', 6, 0.0028]]);
+  const rtt = family(f, 'kerntap.tcp.rtt').points[0] as RawHistogramPoint;
+  assert.equal(rtt.hist.slots[10], 6, 'the roles\' slots add up');
   assert.deepEqual(hist('kerntap.tcp.connect.duration'), [['/web', 2, 0.004]]);
   assert.deepEqual(hist('kerntap.tcp.handshake.duration'), [['/web', 3, 0.0027]]);
   assert.deepEqual(hist('kerntap.tcp.connection.duration'), [['/web|client', 1, 3], ['/web|server', 4, 20]]);
@@ -329,6 +334,33 @@ test('per-connection mode: top-N live connections by bytes, the rest summed in o
     ['/web|curl|10.0.0.1:40002|10.0.0.2:443', 5000],
     ['/web|curl|10.0.0.1:40004|10.0.0.2:443', 0],
     ['~overflow|~overflow|~overflow|~overflow', 1 + 40],
+  ]);
+});
+
+test('per-connection mode: a server\'s connections show their listener\'s process, by local address and port, else by port', async () => {
+  const { ids, resolver } = cgroupTree(['web']);
+  const { instance, obj } = await start({ per_connection: { enabled: true } }, resolver);
+  const listener = (addr: Buffer, port: number, comm: string) => socketRecord({ cgroupId: ids.web!, local: addr, localPort: port, state: 10, comm: Buffer.from(`${comm}\0`) });
+  const conn = (local: Buffer, port: number, peerPort: number, role: 'client' | 'server', comm = '') => socketRecord({
+    cgroupId: ids.web!, acked: peerPort, local, localPort: port, peer: v4('10.0.0.2'), peerPort, state: 1, role, comm: Buffer.from(`${comm}\0`),
+  });
+  obj.sockets = Buffer.concat([
+    conn(v4('10.0.0.1'), 443, 50001, 'server'), // before its listener in the walk
+    listener(v4('0.0.0.0'), 443, 'envoy'),
+    listener(v4('0.0.0.0'), 8080, 'app'),
+    listener(v4('127.0.0.1'), 8080, 'admin'),
+    conn(v4('127.0.0.1'), 8080, 50002, 'server'),
+    conn(v4('10.0.0.1'), 8080, 50003, 'server'),
+    conn(v4('10.0.0.1'), 9999, 50004, 'server'), // no listener: no process
+    conn(v4('10.0.0.1'), 40000, 443, 'client', 'curl'), // a client keeps its own
+  ]);
+  const f = await instance.collect(0);
+  assert.deepEqual([...points(f, 'kerntap.tcp.connection.sent').keys()].sort(), [
+    '/web|admin|127.0.0.1:8080|10.0.0.2:50002',
+    '/web|app|10.0.0.1:8080|10.0.0.2:50003',
+    '/web|curl|10.0.0.1:40000|10.0.0.2:443',
+    '/web|envoy|10.0.0.1:443|10.0.0.2:50001',
+    '/web||10.0.0.1:9999|10.0.0.2:50004',
   ]);
 });
 
@@ -384,7 +416,7 @@ test('dead cgroups: their entries are no longer reported and are freed after cgr
     [flowKey(tree.ids.live!, v4('10.0.0.7'), 80, 'client'), flowWords({ sent: 1 })],
     [deadFlow, flowWords({ sent: 2 })],
   ]);
-  const deadHist = histEntry(tree.ids.dead!, 'HIST_RTT', 10, 1, 1000);
+  const deadHist = histEntry(tree.ids.dead!, 'client', { rtt: [10, 1, 1000] });
   obj.contents.hists = hists([deadHist]);
   rmdirSync(path.join(tree.root, 'dead'));
   tree.resolver.walk();
@@ -413,8 +445,10 @@ async function pollThrough(btf: ObjectBtf) {
       })],
       [fx.flowKey(ids.web!, v6([0x2001, 0xdb8, 0, 0, 0, 0, 0, 1]), 0, 'server'), fx.flowWords({ sent: 7, active: -1 })],
     ]);
-    obj.contents.hists = fx.hists(['HIST_RTT', 'HIST_CONNECT', 'HIST_HANDSHAKE', 'HIST_LIFETIME_CLIENT', 'HIST_LIFETIME_SERVER']
-      .map((kind, i) => fx.histEntry(ids.web!, kind, 10 + i, i + 1, 1000 * (i + 1))));
+    obj.contents.hists = fx.hists([
+      fx.histEntry(ids.web!, 'client', { rtt: [10, 1, 1000], open: [11, 2, 2000], lifetime: [12, 3, 3000] }),
+      fx.histEntry(ids.web!, 'server', { rtt: [13, 4, 4000], open: [14, 5, 5000], lifetime: [15, 6, 6000] }),
+    ]);
     obj.sockets = Buffer.concat([
       fx.socketRecord({ cgroupId: ids.web!, local: v4('0.0.0.0'), localPort: 80, state: 10, comm: Buffer.from('nginx\0') }),
       fx.socketRecord({ cgroupId: ids.web!, acked: 101, received: 50, local: v4('10.0.0.1'), localPort: 40001, peer: v4('10.0.0.2'), peerPort: 443, state: 1, role: 'client', comm: Buffer.from('curl\0') }),
@@ -439,7 +473,7 @@ test('layouts: the same structs and enums in another order decode the same (offs
   assert.deepEqual(sent, [{ labels: ['/web', 'client', '10.0.0.7', '5432'], value: 1000 }, { labels: ['/web', 'server', '2001:db8::1', 'ephemeral'], value: 7 }]);
   assert.equal(real.families.find((f) => f.name === 'kerntap.tcp.connects.failed')!.points.length, 5, 'every reason');
   assert.deepEqual(real.families.find((f) => f.name === 'kerntap.tcp.connection.sent')!.points[0]!.value, 100, 'the client role from the record');
-  assert.deepEqual(reordered.dropSlots, [{ slot: 1, map: 'flows' }, { slot: 2, map: 'hists' }, { slot: 0, map: 'sock_states' }], 'drop slots from enum drop_slot');
+  assert.deepEqual(reordered.dropSlots, [{ slot: 1, map: 'flows' }, { slot: 2, map: 'hists' }, { slot: 0, map: 'sock_table' }], 'drop slots from enum drop_slot');
 });
 
 test('layouts: a member the collector reads that the object lacks fails the start with one line naming it', async () => {
@@ -468,7 +502,9 @@ test('layouts: a member of another size, and enumerators missing or unknown, are
   assert.throws(changed((b) => { b.maps.flows!.value!.members!.find((m) => m.name === 'failed')!.type.length = 4; }),
     { message: 'collector tcp: map flows value in tcp.bpf.o (struct flow_val): member failed has 4 elements, expected 5' });
   assert.throws(changed((b) => { delete b.enums.failure!.FAIL_RESET; }), { message: 'collector tcp: enum failure in tcp.bpf.o: no enumerator FAIL_RESET' });
-  assert.throws(changed((b) => { b.enums.hist_kind!.HIST_NEW = 5; }), { message: 'collector tcp: enum hist_kind in tcp.bpf.o: enumerator HIST_NEW unknown to the collector' });
+  assert.throws(changed((b) => { b.enums.role!.ROLE_NEW = 5; }), { message: 'collector tcp: enum role in tcp.bpf.o: enumerator ROLE_NEW unknown to the collector' });
+  assert.throws(changed((b) => { b.maps.hists!.value!.members!.find((m) => m.name === 'open')!.type.members!.find((m) => m.name === 'sum_ns')!.offset = 0; }),
+    { message: 'collector tcp: map hists value in tcp.bpf.o, member open (struct kt_hist): expected the slots, then sum_ns, in 49 u64 words' });
   assert.throws(changed((b) => { delete b.globals.kt_layouts; }), { message: 'collector tcp: kt_layouts.socket_record in tcp.bpf.o: no such global variable' });
 });
 
