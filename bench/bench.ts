@@ -14,7 +14,8 @@
  * rounds' sides (`idle`: kerntap attached, not polling during the round).
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -58,7 +59,7 @@ const P = SMOKE
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const log = (msg: string) => process.stderr.write(`bench: ${msg}\n`);
 
-interface WrkOptions { seconds: number; close: boolean; connections?: number; cpus?: string }
+interface WrkOptions { seconds: number; close: boolean; connections?: number; cpus?: string; /** a command wrk runs under, e.g. perf record */ wrap?: string[] }
 interface WrkResult { requestsPerS: number; requests: number; cpuUsPerRequest: number }
 
 /**
@@ -88,7 +89,7 @@ class App {
   /** wrk in the app's cgroup. close: a new TCP connection per request. */
   wrk(o: WrkOptions): WrkResult {
     const connections = o.connections ?? 32;
-    const cmd = [...(o.cpus ? ['taskset', '-c', o.cpus] : []), 'wrk', '-t', String(Math.min(2, connections)), '-c', String(connections),
+    const cmd = [...(o.wrap ?? []), ...(o.cpus ? ['taskset', '-c', o.cpus] : []), 'wrk', '-t', String(Math.min(2, connections)), '-c', String(connections),
       '-d', `${o.seconds}s`, ...(o.close ? ['-H', 'Connection: close'] : []), `http://127.0.0.1:${this.port}/`];
     const usage0 = this.cgroup.usageUsec();
     const out = spawnSync('/bin/sh', ['-c', 'echo $$ > "$0" && exec "$@"', path.join(this.cgroup.abs, 'cgroup.procs'), ...cmd], { encoding: 'utf8' }).stdout;
@@ -1026,6 +1027,91 @@ async function scaleAbCompare() {
   return { a: sides[0].label, b: sides[1].label, rounds: got, ratio: bootstrapMedian(got.map((x) => x.b / x.a)) };
 }
 
+/**
+ * Where kerntap's kernel CPU goes, in its programs and outside them, which
+ * BPF run-time stats cannot see: a system-wide profile (perf, cpu-clock,
+ * call graphs) of wrk -> nginx, a new connection per request, with nothing
+ * attached and with kerntap attached, in rounds that alternate. A sample
+ * counts for the first frame from its leaf that is kerntap's or caused by
+ * it: a program, the tracepoint dispatch, or socket storage's own hooks
+ * outside the programs (the free and clone every socket passes, which the
+ * detached side gives the base of). µs of CPU per request, medians over
+ * rounds, and each program's heaviest leaves. `--ab A,B` profiles two builds
+ * instead of detached and kerntap.
+ */
+const PROFILE_ROOTS: [RegExp, (m: RegExpMatchArray) => string][] = [
+  [/^bpf_prog_[0-9a-f]+_(\w+)$/, (m) => `program ${m[1]}`],
+  [/^bpf_trace_run\d+$/, () => 'tracepoint dispatch'],
+  [/^bpf_sk_storage_free$/, () => 'socket storage: free with the socket'],
+  [/^bpf_sk_storage_clone$/, () => 'socket storage: clone into a child'],
+];
+
+function perfAvailable(): boolean {
+  return spawnSync('perf', ['--version'], { stdio: 'ignore' }).status === 0;
+}
+
+/** Samples of a perf.data by root (PROFILE_ROOTS) and, per root, by leaf symbol. */
+function attributeProfile(file: string): { samples: number; roots: Map<string, Map<string, number>> } {
+  const out = spawnSync('perf', ['script', '-i', file, '-F', 'ip,sym'], { encoding: 'utf8', maxBuffer: 1 << 30 }).stdout;
+  const roots = new Map<string, Map<string, number>>();
+  let samples = 0;
+  for (const block of out.split('\n\n')) {
+    const frames = block.trim().split('\n').map((l) => l.trim().replace(/^[0-9a-f]+\s+/, '')).filter((f) => f !== '');
+    if (frames.length === 0) continue;
+    samples++;
+    for (const frame of frames) {
+      const hit = PROFILE_ROOTS.map(([re, name]) => { const m = re.exec(frame); return m ? name(m) : undefined; }).find((x) => x);
+      if (!hit) continue;
+      const leaves = roots.get(hit) ?? new Map<string, number>();
+      const leaf = frames[0]!.replace(/^bpf_prog_[0-9a-f]+_/, 'program ');
+      leaves.set(leaf, (leaves.get(leaf) ?? 0) + 1);
+      roots.set(hit, leaves);
+      break;
+    }
+  }
+  return { samples, roots };
+}
+
+async function profile(app: App) {
+  if (!perfAvailable()) return { skipped: 'perf is not installed (Debian package linux-perf)' };
+  const rounds = positiveOption('rounds', ARGS.rounds, SMOKE ? 1 : 4);
+  const seconds = positiveOption('seconds', ARGS.seconds, SMOKE ? 1 : 5);
+  const hz = 2999;
+  const builds = ARGS.ab !== undefined ? abSides() : undefined;
+  const sides = builds ? ['a', 'b'] : ['off', 'on'];
+  const perRound: Record<string, { usPerRequest: Record<string, number>; leaves: Record<string, [string, number][]> }>[] = [];
+  const data = path.join(mkdtempSync(path.join(tmpdir(), 'kt-bench-perf-')), 'perf.data');
+  for (let r = 0; r < rounds; r++) {
+    const round: (typeof perRound)[number] = {};
+    for (const side of r % 2 === 0 ? sides : [...sides].reverse()) {
+      const build = builds?.[side === 'a' ? 0 : 1];
+      const k = side === 'off' ? undefined : await startExporter(['--poll.interval', '5s'], build ? { env: { KERNTAP_BPF_DIR: build.bpfDir }, bin: build.bin } : {});
+      try {
+        if (k) await requireAllCollectors(k);
+        const wrk = app.wrk({ seconds, close: true, wrap: ['perf', 'record', '-q', '-a', '-g', '-F', String(hz), '-o', data, '--'] });
+        if (wrk.requests === 0) throw new Error('profile: wrk made no requests');
+        const { roots } = attributeProfile(data);
+        const us = (n: number) => (n / hz) * 1e6 / wrk.requests;
+        round[side] = {
+          usPerRequest: Object.fromEntries([...roots].map(([root, leaves]) => [root, us([...leaves.values()].reduce((a, b) => a + b, 0))])),
+          leaves: Object.fromEntries([...roots].map(([root, leaves]) => [root, [...leaves].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([leaf, n]) => [leaf, us(n)] as [string, number])])),
+        };
+      } finally {
+        await k?.stop();
+      }
+    }
+    perRound.push(round);
+    log(`profile round ${r + 1}: ${sides.map((side) => `${side} ${Object.values(round[side]!.usPerRequest).reduce((a, b) => a + b, 0).toFixed(2)} µs/request attributed`).join(', ')}`);
+  }
+  const result: Record<string, unknown> = { seconds, rounds, hz };
+  for (const side of sides) {
+    const roots = [...new Set(perRound.flatMap((r) => Object.keys(r[side]!.usPerRequest)))];
+    const usPerRequest = Object.fromEntries(roots.map((root) => [root, median(perRound.map((r) => r[side]!.usPerRequest[root] ?? 0))]));
+    result[side] = { usPerRequest, total: median(perRound.map((r) => Object.values(r[side]!.usPerRequest).reduce((a, b) => a + b, 0))), leavesFirstRound: perRound[0]![side]!.leaves };
+  }
+  return result;
+}
+
 /** Development parts: run only when named in --only. */
 const DEV_PARTS = { ab: (app: App) => abCompare(app), breakdown: (app: App) => breakdown(app), scaleAb: () => scaleAbCompare() };
 
@@ -1034,6 +1120,7 @@ const PARTS = {
   // BPF run-time stats cost every program run two clock reads: off here, so
   // this measures what users run.
   appOverhead: (app: App) => stats.offDuring(() => appOverhead(app)),
+  profile: (app: App) => stats.offDuring(() => profile(app)),
   render: () => seriesCost(),
   batchRead: () => batchRead(),
   scale: () => exporterAtScale(),
@@ -1048,7 +1135,7 @@ const ALL_PARTS: Record<Part, (app: App) => Promise<unknown>> = { ...PARTS, ...D
 async function main() {
   const only = (ARGS.only?.split(',') ?? Object.keys(PARTS)) as Part[];
   for (const part of only) if (!(part in ALL_PARTS)) throw new Error(`--only: unknown part ${JSON.stringify(part)} (parts: ${Object.keys(ALL_PARTS).join(', ')})`);
-  if (ARGS.ab !== undefined && !only.includes('ab') && !only.includes('scaleAb')) throw new Error('--ab is for --only ab or scaleAb');
+  if (ARGS.ab !== undefined && !only.includes('ab') && !only.includes('scaleAb') && !only.includes('profile')) throw new Error('--ab is for --only ab, scaleAb or profile');
   if (!existsSync('/sys/kernel/tracing/events')) spawnSync('mount', ['-t', 'tracefs', 'nodev', '/sys/kernel/tracing']);
   stats.on();
   const app = await App.start();

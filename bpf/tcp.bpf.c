@@ -288,6 +288,17 @@ static __always_inline void report_traffic(struct sock_state *st, const struct s
 		add_traffic(st, v, acked, received, retrans);
 }
 
+/*
+ * ns from `from` to `to`, never negative. Times come from two readings of
+ * CLOCK_MONOTONIC: bpf_ktime_get_ns(), and tcp_mstamp (the µs stamp TCP took
+ * of the segment being processed, tcp_clock_ns() = ktime_get_ns() since 4.20),
+ * which costs no clock read where a segment was just stamped.
+ */
+static __always_inline __u64 elapsed_ns(__u64 from, __u64 to)
+{
+	return to > from ? to - from : 0;
+}
+
 static __always_inline __u32 failure_of(int err)
 {
 	switch (err) {
@@ -356,7 +367,7 @@ static __always_inline void on_accepted(const struct sock *sk, struct tcp_sock *
 	struct conn_hists *h;
 
 	st.role = ROLE_SERVER;
-	st.est_ns = bpf_ktime_get_ns();
+	st.est_ns = tp->tcp_mstamp * 1000; /* stamped as the final ACK came in */
 	/* Traffic counts from here; retransmits from zero, the SYN-ACK's too. */
 	st.acked = tp->bytes_acked;
 	st.received = tp->bytes_received;
@@ -375,14 +386,14 @@ static __always_inline void on_accepted(const struct sock *sk, struct tcp_sock *
 /* An active open: connect latency, its first RTT sample, and SYN retransmits. */
 static __always_inline void on_connected(struct sock_state *st, const struct sock *sk, struct tcp_sock *tp)
 {
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = tp->tcp_mstamp * 1000; /* stamped as the SYN-ACK came in */
 	const struct flow_key *k = key_of(st, sk);
 	struct conn_hists *h = hists_of(k);
 	struct flow_val *v = flow_of(k);
 
 	if (h) {
 		if (st->syn_ns)
-			kt_hist_add_ns(&h->open, now - st->syn_ns);
+			kt_hist_add_ns(&h->open, elapsed_ns(st->syn_ns, now));
 		rtt_add(h, tp->srtt_us >> 3);
 	}
 	if (v) {
@@ -424,13 +435,11 @@ static __always_inline void on_close(struct sock_state *st, const struct sock *s
 	const struct flow_key *k;
 	struct conn_hists *h;
 	struct flow_val *v;
-	__u64 now;
 
 	if (oldstate == KT_TCP_LISTEN)
 		return; /* a listener owes no flow anything */
 	k = key_of(st, sk);
 	v = flow_of(k);
-	now = bpf_ktime_get_ns();
 	if (v) {
 		__u64 acked = tp->bytes_acked;
 		__u64 received = tp->bytes_received;
@@ -450,10 +459,12 @@ static __always_inline void on_close(struct sock_state *st, const struct sock *s
 		if (st->resets_received)
 			__sync_fetch_and_add(&v->resets_received, st->resets_received);
 	}
+	/* A clock read, not tcp_mstamp: a close() that aborts (unread data,
+	 * SO_LINGER 0) reaches CLOSE with the stamp of the last segment. */
 	if (oldstate != KT_TCP_SYN_SENT && st->est_ns) {
 		h = hists_of(k);
 		if (h)
-			kt_hist_add_ns(&h->lifetime, now - st->est_ns);
+			kt_hist_add_ns(&h->lifetime, elapsed_ns(st->est_ns, bpf_ktime_get_ns()));
 	}
 }
 

@@ -17,7 +17,7 @@ say() { printf '\033[1mkerntap setup:\033[0m %s\n' "$*" >&2; }
 
 # Debian packages: to build and run, and the extra ones the tests use.
 BUILD_PKGS=(clang-19 llvm-19 libbpf-dev libelf-dev zlib1g-dev pkg-config make g++ python3 ca-certificates)
-TEST_PKGS=(bpftool tmux prometheus docker-compose iproute2 nftables util-linux libcap2-bin curl wrk nginx bpftrace python3-venv procps iputils-ping)
+TEST_PKGS=(bpftool tmux prometheus docker-compose iproute2 nftables util-linux libcap2-bin curl wrk nginx bpftrace linux-perf python3-venv procps iputils-ping)
 # Real container runtimes for test/integration/real_runtimes.test.ts and image.test.ts; the
 # tests start their own daemons, so the packages' services must not start (policy-rc.d).
 RUNTIME_PKGS=(docker.io podman containerd runc containernetworking-plugins busybox-static debootstrap)

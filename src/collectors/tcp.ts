@@ -157,7 +157,7 @@ const configSchema = z.strictObject({
    */
   max_sockets: z.number().int().min(16).max(4_194_304).default(131_072),
   /** Capacity of the histogram map: one entry per cgroup and role (client, server). */
-  max_histograms: z.number().int().min(16).max(1_048_576).default(8_192),
+  max_histograms: z.number().int().min(16).max(1_048_576).default(4_096),
   /** Flows with no connection open and no new traffic for this long are dropped (their series end). */
   flow_ttl: durationSchema(0).default(600_000),
   per_connection: z

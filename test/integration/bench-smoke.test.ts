@@ -15,7 +15,7 @@ interface HookCost { nsPerEvent: number; events: number }
 
 test('bench/run.sh --smoke measures every part', (t) => {
   if (!requireBpf(t)) return;
-  for (const tool of ['wrk', 'nginx', 'bpftrace', 'bpftool', 'taskset', 'ss']) if (!requireTool(t, tool, have(tool))) return;
+  for (const tool of ['wrk', 'nginx', 'bpftrace', 'bpftool', 'taskset', 'ss', 'perf']) if (!requireTool(t, tool, have(tool))) return;
   const r = spawnSync('bash', [path.join(ROOT, 'bench/run.sh'), '--smoke'], { encoding: 'utf8', timeout: 300_000 });
   assert.equal(r.status, 0, r.stderr.slice(-2000));
   const res = JSON.parse(readFileSync(path.join(ROOT, 'bench/results/smoke.json'), 'utf8'));
@@ -34,6 +34,11 @@ test('bench/run.sh --smoke measures every part', (t) => {
     assert.ok(a.cpuUsPerRequestOff > 0 && a.cpuUsPerRequestOn > 0 && a.cpuUsPerRequestOn < 10_000, `${mode} CPU per request from the app's cgroup`);
     assert.ok(Number.isFinite(a.requestsPerS.median) && Number.isFinite(a.cpuPerRequest.median), `${mode} A/B ratios`);
   }
+
+  // The profile attributes CPU to kerntap's programs only when they are attached.
+  const programs = (side: { usPerRequest: Record<string, number> }) => Object.entries(side.usPerRequest).filter(([root]) => root.startsWith('program '));
+  assert.ok(programs(res.profile.on).some(([root, us]) => root === 'program tcp_state' && us > 0), `profile: tcp_state seen: ${JSON.stringify(res.profile.on)}`);
+  assert.deepEqual(programs(res.profile.off), [], 'profile: no kerntap program when detached');
 
   // Every rendered series parses back as one sample.
   for (const x of res.render) {

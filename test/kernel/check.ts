@@ -280,7 +280,9 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       const closed = await freePort();
       const [Mc, K] = [8, 5];
       const mib0 = tcpMib(ns);
+      const t0 = performance.now();
       await runClient(cli, `client ${ns.hostAddr} ${p} 1000 ${Mc}`, ns.prefix);
+      const wallS = (performance.now() - t0) / 1000;
       await runClient(cli, `refused ${ns.hostAddr} ${closed} ${K}`, ns.prefix);
       const mib1 = tcpMib(ns);
       const opens = mib1.ActiveOpens! - mib0.ActiveOpens!;
@@ -299,7 +301,14 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       if (ok !== opens - fails || refused !== fails) {
         fail(`kerntap: ${ok} connects, ${refused} refused; /proc/net/snmp: ${opens - fails} and ${fails}; failed connects seen: ${seenSeries(await scrape(), 'kerntap_tcp_connects_failed_total', (l) => l.server_port === String(closed))}`);
       }
-      return `${ok} connects and ${refused} refused = /proc/net/snmp deltas`;
+      // The durations mix two readings of CLOCK_MONOTONIC (bpf_ktime_get_ns and
+      // TCP's own tcp_mstamp): each must lie within the client's run.
+      const s = await scrape();
+      const connectS = sum(s, 'kerntap_tcp_connect_duration_seconds_sum', { cgroup: cli.label });
+      const lifetimeS = sum(s, 'kerntap_tcp_connection_duration_seconds_sum', { cgroup: cli.label, role: 'client' });
+      expect(connectS > 0 && connectS <= Mc * wallS, `connect durations sum to ${connectS} s, want (0, ${Mc} x ${wallS.toFixed(3)} s]`);
+      expect(lifetimeS > 0 && lifetimeS <= Mc * wallS, `client connection lifetimes sum to ${lifetimeS} s, want (0, ${Mc} x ${wallS.toFixed(3)} s]`);
+      return `${ok} connects and ${refused} refused = /proc/net/snmp deltas; durations within the run (connect ${(connectS * 1000 / Mc).toFixed(2)} ms, lifetime ${(lifetimeS * 1000 / Mc).toFixed(2)} ms mean)`;
     });
 
     await run.check('retransmits', async () => {
