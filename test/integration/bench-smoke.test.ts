@@ -35,10 +35,12 @@ test('bench/run.sh --smoke measures every part', (t) => {
     assert.ok(Number.isFinite(a.requestsPerS.median) && Number.isFinite(a.cpuPerRequest.median), `${mode} A/B ratios`);
   }
 
-  // The profile attributes CPU to kerntap's programs only when they are attached.
-  const programs = (side: { usPerRequest: Record<string, number> }) => Object.entries(side.usPerRequest).filter(([root]) => root.startsWith('program '));
-  assert.ok(programs(res.profile.on).some(([root, us]) => root === 'program tcp_state' && us > 0), `profile: tcp_state seen: ${JSON.stringify(res.profile.on)}`);
-  assert.deepEqual(programs(res.profile.off), [], 'profile: no kerntap program when detached');
+  // The profile attributes CPU to kerntap's programs only when they are attached, and sees bpftrace's.
+  const programs = (side: { usPerRequest: Record<string, number> }, prefix: string) => Object.entries(side.usPerRequest).filter(([root, us]) => root.startsWith(prefix) && us > 0);
+  assert.ok(programs(res.profile.on, 'program tcp_state').length === 1, `profile: tcp_state seen: ${JSON.stringify(res.profile.on)}`);
+  assert.deepEqual(programs(res.profile.off, 'program tcp_'), [], 'profile: no kerntap program when detached');
+  assert.ok(programs(res.profile.bpftrace, 'program ').length > 0, `profile: bpftrace's programs seen: ${JSON.stringify(res.profile.bpftrace)}`);
+  assert.ok(Number.isFinite(res.profile.kerntapToBpftrace.median), 'profile: kerntap against bpftrace');
 
   // Every rendered series parses back as one sample.
   for (const x of res.render) {
