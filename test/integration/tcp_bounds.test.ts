@@ -1,8 +1,9 @@
 /**
  * Bounds of the tcp collector against the kernel: a full flow map keeps
  * counting (under "~overflow", with kerntap_map_overflow_total) and tracked
- * flows stay exact; flows of closed connections end after flow_ttl while a
- * quiet open connection's flow stays.
+ * flows stay exact; a full socket table counts the sockets it could not
+ * track and never miscounts those it did; flows of closed connections end
+ * after flow_ttl while a quiet open connection's flow stays.
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,6 +55,44 @@ test('a full flow map: overflow counted, the rest summed under ~overflow, tracke
   assert.ok(overflowed >= (PEERS - tracked.length) * N, `the untracked flows' ${(PEERS - tracked.length) * N} bytes are in ~overflow (${overflowed})`);
   assert.ok((value(s, 'kerntap_map_overflow_total', { collector: 'tcp', map: 'flows' }) ?? 0) > 0, 'overflow counted');
   assert.ok((value(s, 'kerntap_bpf_map_entries', { collector: 'tcp', map: 'flows' }) ?? Infinity) <= MAX_FLOWS + 2, `map bounded: ${MAX_FLOWS} + the reserved keys`);
+});
+
+test('a full socket table: sockets beyond max_sockets are counted, those tracked are exact, the open gauge returns to zero', async (t) => {
+  if (!requireBpf(t)) return;
+  const MAX_SOCKETS = 16;
+  const e = await exporterWith(`    max_sockets: ${MAX_SOCKETS}\n`);
+  const server = fixtures.cgroup('kt-bounds-socks-srv');
+  const client = fixtures.cgroup('kt-bounds-socks-cli');
+  const p = await freePort();
+  // K connections, 2K sockets and a listener: more than the table holds.
+  const [N, K] = [1000, 40];
+  await startServer(server, `server 127.0.0.1 ${p} ${N}`);
+  const hold = client.run(`python3 ${TRAFFIC} hold 127.0.0.1 ${p} ${N} ${K}`, 'pipe');
+  await waitForLine(hold, 'ready');
+  const cli = { cgroup: client.label, role: 'client', peer: '127.0.0.1', server_port: String(p) };
+  const srv = { cgroup: server.label, role: 'server', peer: '127.0.0.1', server_port: String(p) };
+  const overflowed = (x: Parameters<typeof value>[0]) => value(x, 'kerntap_map_overflow_total', { collector: 'tcp', map: 'sock_table' }) ?? 0;
+  const live = await waitForPoll(e, undefined, { until: (x) => overflowed(x) > 0 });
+  assert.ok(overflowed(live) >= 2 * K + 1 - MAX_SOCKETS, `sockets the table could not hold are counted: ${overflowed(live)}`);
+  assert.equal(value(live, 'kerntap_bpf_map_capacity', { collector: 'tcp', map: 'sock_table' }), MAX_SOCKETS);
+  // Every tracked connection is open in the gauge with its exact bytes (the
+  // walk reports them at the poll); an untracked one is in neither.
+  const tracked = { client: totalOrZero(live, 'kerntap_tcp_connections_active', cli), server: totalOrZero(live, 'kerntap_tcp_connections_active', srv) };
+  assert.ok(tracked.client + tracked.server < 2 * K, `not every socket was tracked: ${JSON.stringify(tracked)}`);
+  // Made right after the start, when the table holds little else: some are ours.
+  assert.ok(tracked.client + tracked.server > 0, 'some sockets were tracked, and are checked exact below');
+  for (const [role, labels] of [['client', cli], ['server', srv]] as const) {
+    assert.equal(totalOrZero(live, 'kerntap_tcp_sent_bytes_total', labels), tracked[role] * N, `${role}: sent = N per tracked connection`);
+    assert.equal(totalOrZero(live, 'kerntap_tcp_received_bytes_total', labels), tracked[role] * N, `${role}: received = N per tracked connection`);
+  }
+  await client.killAll();
+  const closed = await waitForPoll(e, undefined, {
+    until: (x) => totalOrZero(x, 'kerntap_tcp_connections_active', cli) === 0 && totalOrZero(x, 'kerntap_tcp_connections_active', srv) === 0,
+  });
+  for (const [role, labels] of [['client', cli], ['server', srv]] as const) {
+    assert.equal(totalOrZero(closed, 'kerntap_tcp_connections_active', labels), 0, `${role}: nothing left open`);
+    assert.equal(totalOrZero(closed, 'kerntap_tcp_sent_bytes_total', labels), tracked[role] * N, `${role}: nothing added or lost at close`);
+  }
 });
 
 test('flow_ttl: closed flows end after the TTL; an open, quiet connection keeps its flow', async (t) => {
