@@ -1138,6 +1138,7 @@ async function profile(app: App) {
       leavesFirstRound: perRound[0]![side]!.leaves,
     };
   }
+  if (builds) result.bToA = bootstrapMedian(perRound.map((r) => total(r, 'b') / total(r, 'a')));
   if (!builds) {
     // Within each round: above what the detached side shows (socket storage's hooks run for every socket anyway).
     const above = (r: Record<string, SideRound>, side: string) => total(r, side) - total(r, 'off');
