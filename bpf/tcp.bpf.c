@@ -656,7 +656,7 @@ const volatile struct {
  * Jiffies at the start of the iterator's walk in progress, and of the last
  * walk that ran to its end: a connection that has sent and received nothing
  * since then owes nothing that walk did not report, so it is passed over
- * without a socket-storage lookup (most of what a walk of many idle
+ * without a state lookup (most of what a walk of many idle
  * connections cost). 0: no walk has ended yet, look at every socket. Their
  * own section (map): only the walk writes them, and kerntap runs one at a time.
  */
