@@ -1066,6 +1066,11 @@ const PROFILE_ROOTS: [RegExp, (m: RegExpMatchArray) => string][] = [
   [/^bpf_sk_storage_clone$/, () => 'socket storage: clone into a child'],
 ];
 
+/** Context switches since boot, all CPUs (/proc/stat ctxt). */
+function contextSwitches(): number {
+  return Number(/^ctxt (\d+)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1] ?? Number.NaN);
+}
+
 function perfAvailable(): boolean {
   return spawnSync('perf', ['--version'], { stdio: 'ignore' }).status === 0;
 }
@@ -1096,7 +1101,9 @@ async function profile(app: App) {
   const hz = 2999;
   const builds = ARGS.ab !== undefined ? abSides() : undefined;
   const sides = builds ? ['a', 'b'] : ['off', 'on', 'bpftrace', 'floor'];
-  type SideRound = { usPerRequest: Record<string, number>; leaves: Record<string, [string, number][]> };
+  // sched_switch's programs run with interrupts off, where cpu-clock samples cannot land:
+  // context switches per request, times §1's ns/event, give their share instead.
+  type SideRound = { usPerRequest: Record<string, number>; leaves: Record<string, [string, number][]>; switchesPerRequest: number };
   const perRound: Record<string, SideRound>[] = [];
   const data = path.join(mkdtempSync(path.join(tmpdir(), 'kt-bench-perf-')), 'perf.data');
   const attach = async (side: string): Promise<() => Promise<unknown>> => {
@@ -1113,13 +1120,16 @@ async function profile(app: App) {
     for (const side of [...sides.slice(r % sides.length), ...sides.slice(0, r % sides.length)]) {
       const detach = await attach(side);
       try {
+        const switches0 = contextSwitches();
         const wrk = app.wrk({ seconds, close: true, wrap: ['perf', 'record', '-q', '-a', '-g', '-F', String(hz), '-o', data, '--'] });
         if (wrk.requests === 0) throw new Error('profile: wrk made no requests');
+        const switchesPerRequest = (contextSwitches() - switches0) / wrk.requests;
         const us = (n: number) => (n / hz) * 1e6 / wrk.requests;
         const roots = [...attributeProfile(data)];
         round[side] = {
           usPerRequest: Object.fromEntries(roots.map(([root, leaves]) => [root, us([...leaves.values()].reduce((a, b) => a + b, 0))])),
           leaves: Object.fromEntries(roots.map(([root, leaves]) => [root, [...leaves].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([leaf, n]) => [leaf, us(n)] as [string, number])])),
+          switchesPerRequest,
         };
       } finally {
         await detach();
@@ -1135,6 +1145,7 @@ async function profile(app: App) {
     result[side] = {
       usPerRequest: Object.fromEntries(roots.map((root) => [root, median(perRound.map((r) => r[side]!.usPerRequest[root] ?? 0))])),
       total: median(perRound.map((r) => total(r, side))),
+      contextSwitchesPerRequest: median(perRound.map((r) => r[side]!.switchesPerRequest)),
       leavesFirstRound: perRound[0]![side]!.leaves,
     };
   }

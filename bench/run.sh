@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # kerntap benchmarks, one command:  bash bench/run.sh [--smoke] [--only part,...]
 # Needs root, a built tree (bash scripts/dev.sh build), wrk, nginx, bpftrace, bpftool, taskset, perf.
-# --smoke runs every part for a few seconds (CI); the full run takes ~12 minutes
+# --smoke runs every part for a few seconds (CI); the full run takes ~25 minutes
 # and then draws bench/results/growth.png.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."

@@ -41,6 +41,7 @@ test('bench/run.sh --smoke measures every part', (t) => {
   assert.deepEqual(programs(res.profile.off, 'program tcp_'), [], 'profile: no kerntap program when detached');
   assert.ok(programs(res.profile.bpftrace, 'program ').length > 0, `profile: bpftrace's programs seen: ${JSON.stringify(res.profile.bpftrace)}`);
   assert.ok(Number.isFinite(res.profile.kerntapToBpftrace.median), 'profile: kerntap against bpftrace');
+  assert.ok(res.profile.on.contextSwitchesPerRequest > 0, `profile: context switches per request counted: ${res.profile.on.contextSwitchesPerRequest}`);
 
   // Every rendered series parses back as one sample.
   for (const x of res.render) {
