@@ -260,7 +260,7 @@ function bootstrapMedian(xs: number[], resamples = 2000): { median: number; low:
 
 /** Rounds needed for a 95% interval of ±`delta` around a mean ratio, from the spread of the per-round ratios. */
 function roundsFor(xs: number[], delta = 0.02): number {
-  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const mean = sum(xs) / xs.length;
   const sd = Math.sqrt(xs.reduce((a, b) => a + (b - mean) ** 2, 0) / Math.max(1, xs.length - 1));
   return Math.ceil(((1.96 * sd) / delta) ** 2);
 }
@@ -1127,7 +1127,7 @@ async function profile(app: App) {
         const us = (n: number) => (n / hz) * 1e6 / wrk.requests;
         const roots = [...attributeProfile(data)];
         round[side] = {
-          usPerRequest: Object.fromEntries(roots.map(([root, leaves]) => [root, us([...leaves.values()].reduce((a, b) => a + b, 0))])),
+          usPerRequest: Object.fromEntries(roots.map(([root, leaves]) => [root, us(sum([...leaves.values()]))])),
           leaves: Object.fromEntries(roots.map(([root, leaves]) => [root, [...leaves].sort((a, b) => b[1] - a[1]).slice(0, 6).map(([leaf, n]) => [leaf, us(n)] as [string, number])])),
           switchesPerRequest,
         };
@@ -1149,8 +1149,9 @@ async function profile(app: App) {
       leavesFirstRound: perRound[0]![side]!.leaves,
     };
   }
-  if (builds) result.bToA = bootstrapMedian(perRound.map((r) => total(r, 'b') / total(r, 'a')));
-  if (!builds) {
+  if (builds) {
+    result.bToA = bootstrapMedian(perRound.map((r) => total(r, 'b') / total(r, 'a')));
+  } else {
     // Within each round: above what the detached side shows (socket storage's hooks run for every socket anyway).
     const above = (r: Record<string, SideRound>, side: string) => total(r, side) - total(r, 'off');
     result.aboveDetached = Object.fromEntries(['on', 'bpftrace', 'floor'].map((side) => [side, bootstrapMedian(perRound.map((r) => above(r, side)))]));
