@@ -137,6 +137,21 @@ struct {
 	__type(value, struct sock_state);
 } sock_table SEC(".maps");
 
+/*
+ * Entries in sock_table, for its entries gauge (userspace never reads the
+ * table itself): +1 per insert of a new key, -1 per delete, summed over the
+ * CPUs by userspace (a CPU's own count goes negative when it deletes entries
+ * others inserted). Per-CPU: two adds per socket on a line no other CPU
+ * writes; atomic all the same, as tcp_probe in a softirq may interrupt
+ * tcp_state's add on the same CPU.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __s64);
+} kt_sock_count SEC(".maps");
+
 /* Allocated as used: these programs run in process or softirq context, never under scheduler locks. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -219,15 +234,30 @@ static __always_inline struct sock_state *state_of(const struct sock *sk)
 	return bpf_map_lookup_elem(&sock_table, &addr);
 }
 
+static __always_inline void count_sockets(__s64 delta)
+{
+	__u32 zero = 0;
+	__s64 *n = bpf_map_lookup_elem(&kt_sock_count, &zero);
+
+	if (n)
+		__sync_fetch_and_add(n, delta);
+}
+
 /*
  * Stores a socket's new state, written over whatever its address held (see
- * sock_table); false, counted in kt_drops, when the table is full.
+ * sock_table: a stale entry, whose close was missed); false, counted in
+ * kt_drops, when the table is full.
  */
 static __always_inline bool state_put(const struct sock *sk, const struct sock_state *st)
 {
 	__u64 addr = (__u64)sk;
+	long err = bpf_map_update_elem(&sock_table, &addr, st, BPF_NOEXIST);
 
-	if (bpf_map_update_elem(&sock_table, &addr, st, BPF_ANY) == 0)
+	if (err == 0) {
+		count_sockets(1);
+		return true;
+	}
+	if (err == -EEXIST && bpf_map_update_elem(&sock_table, &addr, st, BPF_EXIST) == 0)
 		return true;
 	kt_count_drop(DROP_SOCKS);
 	return false;
@@ -237,7 +267,8 @@ static __always_inline void state_free(const struct sock *sk)
 {
 	__u64 addr = (__u64)sk;
 
-	bpf_map_delete_elem(&sock_table, &addr);
+	if (bpf_map_delete_elem(&sock_table, &addr) == 0)
+		count_sockets(-1);
 }
 
 static __always_inline const struct flow_key *key_of(struct sock_state *st, const struct sock *sk)

@@ -28,7 +28,7 @@ import { buildServer, parseListenAddress } from './server.js';
 import type { OtlpPipeline } from './exporters/otlp.js';
 import { resolveOtlpSettings } from './exporters/otlp-settings.js';
 import type { WebConfig } from './webconfig.js';
-import { dropPrivileges } from './privileges.js';
+import { dropPrivileges, kernelAtLeast } from './privileges.js';
 import { VERSION } from './version.js';
 
 export class StartupError extends Error {
@@ -165,6 +165,7 @@ export class Kerntap {
         version: VERSION,
         libbpfVersion: native.libbpfVersion(),
         statsEnabled: () => app.statsFd !== undefined || bpfStatsSysctl(),
+        mapMemory: { reportsUsage: kernelAtLeast(6, 4), possibleCpus: native.numPossibleCpus() },
         log,
         collectorStates: probe.rows.map((r) => ({ name: r.collector, enabled: r.enabled })),
         // New cgroups are found by a walk as soon as an unknown id shows up;

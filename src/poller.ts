@@ -12,6 +12,7 @@ import type { Family, RawFamily, Snapshot } from './model/snapshot.js';
 import { SeriesTracker } from './series.js';
 import { selfFamilies, type SelfState } from './selfmetrics.js';
 import type { MapBatch } from './bpf/native.js';
+import { mapMemoryBytes, type MapMemoryEnv } from './bpf/map_memory.js';
 import type { CgroupLabeler } from './cgroup/labeler.js';
 
 export interface RunningCollector {
@@ -27,6 +28,8 @@ export interface PollerOptions {
   version: string;
   libbpfVersion: string;
   statsEnabled: () => boolean;
+  /** How the kernel reports map memory (see bpf/map_memory.ts); without it, fdinfo's figure as is. */
+  mapMemory?: MapMemoryEnv;
   log: Logger;
   /** All collectors known, with whether they run (for kerntap_collector_enabled). */
   collectorStates: { name: string; enabled: boolean }[];
@@ -191,10 +194,13 @@ export class Poller extends EventEmitter {
           for (const prog of obj.programs()) {
             programs.push({ collector: name, program: prog.name, runTimeNs: prog.runTimeNs, runCount: prog.runCount, recursionMisses: prog.recursionMisses });
           }
+          const counted = instance.countedEntries?.();
           for (const m of obj.maps()) {
-            // Every map's memory counts; entries and capacity only for the maps that hold data.
-            const bookkeeping = m.internal || m.name === 'kt_drops';
-            maps.push({ collector: name, map: m.name, entries: bookkeeping ? undefined : pc.mapEntries.get(m.name), capacity: bookkeeping ? undefined : m.maxEntries, memoryBytes: m.memlock });
+            // Every map's memory counts; entries and capacity only for the maps that hold data (kt_*: kerntap's own counters).
+            const bookkeeping = m.internal || m.name.startsWith('kt_');
+            const entries = bookkeeping ? undefined : (pc.mapEntries.get(m.name) ?? counted?.get(m.name));
+            const memoryBytes = this.opts.mapMemory ? mapMemoryBytes(m, entries, this.opts.mapMemory) : m.memlock;
+            maps.push({ collector: name, map: m.name, entries, capacity: bookkeeping ? undefined : m.maxEntries, memoryBytes });
           }
         } catch {
           // object closed during shutdown

@@ -41,7 +41,7 @@ export const selfMetrics = {
   }),
   mapMemory: defineMetric({
     name: 'kerntap.bpf.map.memory', kind: 'gauge', unit: 'By',
-    help: 'Kernel memory of each BPF map kerntap holds, its globals (.rodata) and drop counters included, as the kernel reports it (fdinfo memlock: what the map uses on Linux 6.4+, an estimate from its capacity before).',
+    help: 'Kernel memory each BPF map kerntap holds uses, its globals (.rodata) and counters included: the kernel\'s own count on Linux 6.4+ (fdinfo memlock). Before 6.4 the kernel reports an estimate from capacity; there a hash map allocated as used is counted the same way from its entries.',
     labels: ['collector', 'map'],
   }),
   mapOverflow: defineMetric({

@@ -10,7 +10,7 @@
 import path from 'node:path';
 import ipaddr from 'ipaddr.js';
 import { z } from 'zod';
-import { encode, enumValues, globalLayout, mapLayout, wordIndex, type ObjectBtf } from '../bpf/layout.js';
+import { checkScalar, encode, enumValues, globalLayout, mapLayout, wordIndex, type ObjectBtf } from '../bpf/layout.js';
 import type { BpfObjectHandle, MapBatch } from '../bpf/native.js';
 import { durationSchema } from '../duration.js';
 import { decodeCString } from '../labels.js';
@@ -118,6 +118,7 @@ export function tcpLayouts(btf: ObjectBtf, object = 'tcp.bpf.o') {
   const histKey = mapLayout(btf, site, 'hists', 'key', { cgroup_id: 8, role: 1 });
   const hists = histMembers(btf, site, 'hists', CONN_HISTS);
   checkDropsMap(btf, site);
+  checkScalar(btf, site, 'kt_sock_count', 'value', 8);
   const record = globalLayout(btf, site, 'kt_layouts', 'socket_record', {
     cgroup_id: 8, bytes_acked: 8, bytes_received: 8, local: 16, peer: 16, local_port: 2, peer_port: 2, state: 1, role: 1, comm: 16,
   });
@@ -191,6 +192,8 @@ class TcpCollector implements CollectorInstance {
    * until it expires again (rare; see expireIdle).
    */
   private readonly carried = new Map<string, BigUint64Array>();
+  /** sock_table's entries, from the kernel's count (kt_sock_count), as of the last poll. */
+  private socketEntries: number | undefined;
 
   constructor(
     private readonly obj: BpfObjectHandle,
@@ -220,8 +223,14 @@ class TcpCollector implements CollectorInstance {
   async collect(nowMs: number): Promise<RawFamily[]> {
     // iter/tcp first: it adds the traffic of quiet connections to the flows read next.
     const sockets = await this.obj.runIter('tcp_sockets');
-    const [flows, hists] = await Promise.all([this.obj.readMap('flows'), this.obj.readMap('hists')]);
+    const [flows, hists, sockCount] = await Promise.all([this.obj.readMap('flows'), this.obj.readMap('hists'), this.obj.readMap('kt_sock_count')]);
+    // Per-CPU counts of inserts less deletes, summed modulo 2^64: signed, their sum is the table's entries.
+    this.socketEntries = sockCount.count > 0 ? Number(BigInt.asIntN(64, sockCount.values[0]!)) : undefined;
     return [...(await this.flowFamilies(flows, nowMs)), ...(await this.histFamilies(hists)), ...this.socketFamilies(sockets)];
+  }
+
+  countedEntries(): ReadonlyMap<string, number> {
+    return new Map(this.socketEntries === undefined ? [] : [['sock_table', this.socketEntries]]);
   }
 
   private async flowFamilies(batch: MapBatch, nowMs: number): Promise<RawFamily[]> {

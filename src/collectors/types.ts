@@ -40,6 +40,8 @@ export interface CollectorInstance {
   readonly dropSlots: readonly DropSlot[];
   /** How it runs on this kernel where that differs from the usual (fallbacks), for --check and the log. */
   readonly notes?: readonly string[];
+  /** Entries of the maps it counts instead of reading (e.g. tcp's sock_table), as of its last collect(). */
+  countedEntries?(): ReadonlyMap<string, number>;
   /** Reads the maps and returns this poll's families. nowMs is the poll time. */
   collect(nowMs: number): Promise<RawFamily[]>;
   /** Detaches and frees everything. Idempotent. */

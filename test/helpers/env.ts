@@ -66,6 +66,15 @@ export function loadedBpfPrograms(): Set<number> {
   return new Set((JSON.parse(out) as { id: number }[]).map((p) => p.id));
 }
 
+/** The number of possible CPUs ("0-191" or "0" in sysfs): what per-CPU maps are sized by. */
+export function possibleCpus(): number {
+  const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
+  return text.split(',').reduce((n, r) => {
+    const [a, b] = r.split('-').map(Number);
+    return n + (b === undefined ? 1 : b - a! + 1);
+  }, 0);
+}
+
 /** Memlock of the BPF maps a process holds, each map once, from /proc/<pid>/fdinfo. */
 export function mapMemlock(pid: number): { bytes: number; maps: number; byId: Map<number, number> } {
   const seen = new Map<number, number>();

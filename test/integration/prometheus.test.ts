@@ -5,7 +5,10 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mapMemlock, requireBpf, requireTool } from '../helpers/env.js';
+import { execFileSync } from 'node:child_process';
+import { kernelAtLeast } from '../../src/privileges.js';
+import { hashMapUsage } from '../../src/bpf/map_memory.js';
+import { mapMemlock, possibleCpus, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, type Exporter } from '../helpers/exporter.js';
 import { waitFor, waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
@@ -81,6 +84,42 @@ test('kerntap_bpf_map_memory_bytes is the kernel\'s own figure: its series sum t
       return series.length > 0 && series.length === kernel.maps && exported === kernel.bytes && last;
     }, 20_000).catch(() => undefined);
     assert.ok(agreed, `exported map memory = the kernel's (${last})`);
+  } finally {
+    await e.stop();
+  }
+});
+
+/*
+ * Before 6.4 the kernel reports a capacity estimate, so kerntap computes a
+ * hash map's memory from its entries with the sum the kernel makes from 6.4
+ * on (src/bpf/map_memory.ts). Here the kernel makes it itself: the two agree
+ * for every map kerntap reports entries of, sock_table's counted ones too.
+ */
+test('map memory from entries: the sum kerntap makes before 6.4 is the kernel\'s own count on this one', async (t) => {
+  if (!requireBpf(t)) return;
+  if (!kernelAtLeast(6, 4)) {
+    t.skip('this kernel reports a capacity estimate (before 6.4): nothing to compare with');
+    return;
+  }
+  const e = await startExporter();
+  try {
+    type BpftoolMap = { id: number; type: string; name: string; flags: number; bytes_key: number; bytes_value: number; max_entries: number; bytes_memlock: number };
+    const types: Record<string, number> = { hash: 1, percpu_hash: 5 };
+    let last = '';
+    const agreed = await waitFor('computed = kernel map memory', async () => {
+      const s = await waitForPoll(e);
+      const ours = new Set(mapMemlock(e.pid).byId.keys());
+      const maps = (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show'], { encoding: 'utf8' })) as BpftoolMap[]).filter((m) => ours.has(m.id));
+      const rows = find(s, 'kerntap_bpf_map_entries').flatMap((x) => {
+        const m = maps.find((k) => k.name === x.labels.map && types[k.type] !== undefined);
+        if (!m) return []; // an array: preallocated, its figure is the kernel's on every version
+        const computed = hashMapUsage({ type: types[m.type]!, keySize: m.bytes_key, valueSize: m.bytes_value, maxEntries: m.max_entries }, x.value, possibleCpus());
+        return [{ ok: computed === m.bytes_memlock, text: `${m.name}: ${x.value} entries, computed ${computed} B, kernel ${m.bytes_memlock} B` }];
+      });
+      last = rows.map((r) => r.text).join('; ');
+      return rows.length >= 4 && rows.every((r) => r.ok) && last;
+    }, 20_000).catch(() => undefined);
+    assert.ok(agreed, `every hash map's memory, computed from its entries, is the kernel's figure (${last || 'no entries series'})`);
   } finally {
     await e.stop();
   }

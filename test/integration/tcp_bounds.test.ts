@@ -7,7 +7,8 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { requireBpf } from '../helpers/env.js';
+import { execFileSync } from 'node:child_process';
+import { mapMemlock, requireBpf } from '../helpers/env.js';
 import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { waitFor, waitForPoll } from '../helpers/wait.js';
 import { parseExposition, find, value } from '../helpers/exposition.js';
@@ -15,6 +16,15 @@ import { Cleanups, TRAFFIC, freePort, startServer, total, totalOrZero, waitForLi
 
 const fixtures = new Cleanups();
 after(() => fixtures.run());
+
+/** The entries the kernel holds in a map of the exporter's, by name (bpftool map dump). */
+function kernelEntries(e: Exporter, name: string): number {
+  const ours = new Set(mapMemlock(e.pid).byId.keys());
+  const maps = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show'], { encoding: 'utf8' })) as { id: number; name: string }[];
+  const map = maps.find((m) => m.name === name && ours.has(m.id));
+  if (!map) throw new Error(`the exporter holds no map named ${name}`);
+  return (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'id', String(map.id)], { encoding: 'utf8' })) as unknown[]).length;
+}
 
 async function exporterWith(tcpConfig: string): Promise<Exporter> {
   const e = await startExporter(['--config.file', writeConfig(`collectors:\n  tcp:\n${tcpConfig}`)]);
@@ -75,6 +85,8 @@ test('a full socket table: sockets beyond max_sockets are counted, those tracked
   const live = await waitForPoll(e, undefined, { until: (x) => overflowed(x) > 0 });
   assert.ok(overflowed(live) >= 2 * K + 1 - MAX_SOCKETS, `sockets the table could not hold are counted: ${overflowed(live)}`);
   assert.equal(value(live, 'kerntap_bpf_map_capacity', { collector: 'tcp', map: 'sock_table' }), MAX_SOCKETS);
+  const entries = (x: Parameters<typeof value>[0]) => value(x, 'kerntap_bpf_map_entries', { collector: 'tcp', map: 'sock_table' });
+  assert.equal(entries(live), MAX_SOCKETS, 'the programs\' count of the table\'s entries: full');
   // Every tracked connection is open in the gauge with its exact bytes (the
   // walk reports them at the poll); an untracked one is in neither.
   const tracked = { client: totalOrZero(live, 'kerntap_tcp_connections_active', cli), server: totalOrZero(live, 'kerntap_tcp_connections_active', srv) };
@@ -89,6 +101,15 @@ test('a full socket table: sockets beyond max_sockets are counted, those tracked
   const closed = await waitForPoll(e, undefined, {
     until: (x) => totalOrZero(x, 'kerntap_tcp_connections_active', cli) === 0 && totalOrZero(x, 'kerntap_tcp_connections_active', srv) === 0,
   });
+  // The count matches the table itself once a poll and the dump agree (scrapes come and go).
+  let last = '';
+  const agreed = await waitFor('sock_table entries = its dump', async () => {
+    const n = entries(await waitForPoll(e));
+    const held = kernelEntries(e, 'sock_table');
+    last = `kerntap ${n}, bpftool ${held}`;
+    return n === held && n < MAX_SOCKETS && last;
+  }, 20_000).catch(() => undefined);
+  assert.ok(agreed, `closed sockets left the table, and kerntap counts what it holds (${last})`);
   for (const [role, labels] of [['client', cli], ['server', srv]] as const) {
     assert.equal(totalOrZero(closed, 'kerntap_tcp_connections_active', labels), 0, `${role}: nothing left open`);
     assert.equal(totalOrZero(closed, 'kerntap_tcp_sent_bytes_total', labels), tracked[role] * N, `${role}: nothing added or lost at close`);

@@ -12,7 +12,7 @@ import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { BIN, mapMemlock } from '../helpers/env.js';
+import { BIN, mapMemlock, possibleCpus } from '../helpers/env.js';
 import { sleep, startExporter, stopAndWatchUnload, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { find, parseExposition, value, type Sample } from '../helpers/exposition.js';
 import { Cleanups, TRAFFIC, exited, freePort, runClient, ssClients, startServer, tcpMib, totalOrZero, waitForLine } from '../helpers/net.js';
@@ -64,15 +64,6 @@ const MEMLOCK_GOAL = 48 * MB;
 const DAEMONSET_LIMIT = '192Mi';
 const DAEMONSET_LIMIT_BYTES = 192 * 1024 * 1024;
 const DEFAULT_POLL = ['--poll.interval', '5s'];
-
-function possibleCpus(): number {
-  // "0-191" or "0".
-  const text = readFileSync('/sys/devices/system/cpu/possible', 'utf8').trim();
-  return text.split(',').reduce((n, r) => {
-    const [a, b] = r.split('-').map(Number);
-    return n + (b === undefined ? 1 : b - a! + 1);
-  }, 0);
-}
 
 /** The series of `name` whose labels pass `pick`, as "{labels} value" (for a failure's reason: where the counts went instead). */
 function seenSeries(samples: Sample[], name: string, pick: (labels: Record<string, string>) => boolean): string {
@@ -137,7 +128,7 @@ async function nsServer(fixtures: Cleanups, mode: string, args = '') {
   return { ns, client, port };
 }
 
-export const MATRIX_CHECKS = ['collectors', 'cpu', 'bytes', 'live', 'connects', 'rtt', 'listeners', 'retransmits', 'top', 'sigterm'];
+export const MATRIX_CHECKS = ['collectors', 'cpu', 'bytes', 'live', 'connects', 'rtt', 'listeners', 'map-memory', 'retransmits', 'top', 'sigterm'];
 
 /** Median wall time of a bare `node -e ""`: how fast this machine runs node, for time bounds under TCG. */
 export function nodeStartMs(): number {
@@ -271,6 +262,22 @@ async function matrix(run: Runner, extra: Record<string, unknown>): Promise<void
       const n = await until(async () => totalOrZero(await scrape(), 'kerntap_tcp_listeners', labels), (v) => v === 1);
       expect(n === 1, `kerntap_tcp_listeners${JSON.stringify(labels)} = ${n}, want 1`);
       return `listener on :${port} seen`;
+    });
+
+    // sock_table's memory follows its entries on every kernel: the kernel's
+    // own count from 6.4, computed from the entries kerntap counts before (a
+    // capacity estimate there would be max_sockets x 112 B, ~14 MB).
+    await run.check('map-memory', async () => {
+      needs('tcp');
+      const s = await scrape();
+      const l = { collector: 'tcp', map: 'sock_table' };
+      const [entries, capacity, bytes] = ['kerntap_bpf_map_entries', 'kerntap_bpf_map_capacity', 'kerntap_bpf_map_memory_bytes'].map((n) => value(s, n, l));
+      expect(entries !== undefined && capacity !== undefined && bytes !== undefined, `sock_table: entries ${entries}, capacity ${capacity}, memory ${bytes}`);
+      expect(entries! >= 1, `sock_table holds ${entries} entries, but the "bytes" check's listener is in it`);
+      // Buckets are allocated at load (16 B per power-of-two slot), entries as used (< 256 B each).
+      const ceiling = 16 * 2 ** Math.ceil(Math.log2(capacity!)) + 4096 + 256 * entries!;
+      expect(bytes! <= ceiling, `sock_table: ${bytes} B reported for ${entries} entries, over ${ceiling} B (a capacity estimate?)`);
+      return `sock_table: ${entries} entries, ${bytes} B (${kernelAtLeast(6, 4) ? 'the kernel\'s count' : 'computed from them'}; full: ${capacity! * 112} B)`;
     });
 
     await run.check('connects', async () => {

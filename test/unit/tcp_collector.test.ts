@@ -95,6 +95,11 @@ function fixturesFor(btf: ObjectBtf) {
 
 const { L, flowKey, flowWords, flows, hists, histEntry, socketRecord } = fixturesFor(REAL_BTF);
 
+/** kt_sock_count as readMap serves it: one entry, the CPUs' counts summed modulo 2^64. */
+function sockCount(sum: bigint): MapBatch {
+  return { count: 1, keySize: 4, keys: Buffer.alloc(4), valueWords: 1, values: BigUint64Array.of(BigInt.asUintN(64, sum)) };
+}
+
 /** A BPF object that serves fixtures and records what the collector did. */
 class FakeObject implements BpfObjectHandle {
   static last: FakeObject;
@@ -102,7 +107,7 @@ class FakeObject implements BpfObjectHandle {
   readonly inserted = new Map<string, Buffer[]>();
   readonly deleted = new Map<string, Buffer[]>();
   /** What readMap returns, by map name. */
-  contents: Record<string, MapBatch> = { flows: flows([]), hists: hists([]) };
+  contents: Record<string, MapBatch> = { flows: flows([]), hists: hists([]), kt_sock_count: sockCount(0n) };
   /** The BTF the object describes itself with. */
   static btfOf: ObjectBtf = REAL_BTF;
   /** What the tcp_sockets iterator writes. */
@@ -230,7 +235,17 @@ test('collect: iter/tcp runs before the maps are read, so quiet connections are 
   obj.calls.length = 0;
   await instance.collect(0);
   assert.deepEqual(obj.calls[0], 'runIter tcp_sockets');
-  assert.deepEqual(obj.calls.slice(1).sort(), ['readMap flows', 'readMap hists']);
+  assert.deepEqual(obj.calls.slice(1).sort(), ['readMap flows', 'readMap hists', 'readMap kt_sock_count']);
+});
+
+test('countedEntries: sock_table\'s entries are the CPUs\' inserts less deletes, read as a signed sum', async () => {
+  const { resolver } = cgroupTree([]);
+  const { instance, obj } = await start({}, resolver);
+  assert.deepEqual([...instance.countedEntries!()], [], 'nothing before the first poll');
+  // CPU 0 inserted 12, CPU 1 deleted 5 of them: 12 + (2^64 - 5) wraps to 7.
+  obj.contents.kt_sock_count = sockCount(12n + BigInt.asUintN(64, -5n));
+  await instance.collect(0);
+  assert.deepEqual([...instance.countedEntries!()], [['sock_table', 7]]);
 });
 
 test('collect: flows become cgroup × role × peer × port series; failures by reason; resets per cgroup and direction', async () => {
