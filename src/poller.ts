@@ -189,12 +189,12 @@ export class Poller extends EventEmitter {
     const overflow: SelfState['overflow'] = [];
     for (const pc of this.per) {
       const { name, instance } = pc.running;
+      const counted = instance.countedEntries?.();
       for (const obj of instance.objects) {
         try {
           for (const prog of obj.programs()) {
             programs.push({ collector: name, program: prog.name, runTimeNs: prog.runTimeNs, runCount: prog.runCount, recursionMisses: prog.recursionMisses });
           }
-          const counted = instance.countedEntries?.();
           for (const m of obj.maps()) {
             // Every map's memory counts; entries and capacity only for the maps that hold data (kt_*: kerntap's own counters).
             const bookkeeping = m.internal || m.name.startsWith('kt_');

@@ -10,9 +10,9 @@
  */
 import type { MapInfo } from './native.js';
 
-const BPF_MAP_TYPE_HASH = 1;
-const BPF_MAP_TYPE_PERCPU_HASH = 5;
-const BPF_F_NO_PREALLOC = 1;
+export const BPF_MAP_TYPE_HASH = 1;
+export const BPF_MAP_TYPE_PERCPU_HASH = 5;
+export const BPF_F_NO_PREALLOC = 1;
 
 /** sizeof(struct bpf_htab) on x86-64 (6.4+; its size varies a little by kernel). */
 const HTAB_STRUCT = 832;

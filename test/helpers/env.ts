@@ -75,6 +75,14 @@ export function possibleCpus(): number {
   }, 0);
 }
 
+export interface BpftoolMap { id: number; type: string; name: string; flags: number; bytes_key: number; bytes_value: number; max_entries: number; bytes_memlock: number }
+
+/** The BPF maps a process holds, as `bpftool map show` describes them. */
+export function mapsHeldBy(pid: number): BpftoolMap[] {
+  const ours = new Set(mapMemlock(pid).byId.keys());
+  return (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show'], { encoding: 'utf8' })) as BpftoolMap[]).filter((m) => ours.has(m.id));
+}
+
 /** Memlock of the BPF maps a process holds, each map once, from /proc/<pid>/fdinfo. */
 export function mapMemlock(pid: number): { bytes: number; maps: number; byId: Map<number, number> } {
   const seen = new Map<number, number>();

@@ -5,10 +5,9 @@
  */
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { kernelAtLeast } from '../../src/privileges.js';
-import { hashMapUsage } from '../../src/bpf/map_memory.js';
-import { mapMemlock, possibleCpus, requireBpf, requireTool } from '../helpers/env.js';
+import { BPF_MAP_TYPE_HASH, BPF_MAP_TYPE_PERCPU_HASH, hashMapUsage } from '../../src/bpf/map_memory.js';
+import { mapMemlock, mapsHeldBy, possibleCpus, requireBpf, requireTool } from '../helpers/env.js';
 import { startExporter, type Exporter } from '../helpers/exporter.js';
 import { waitFor, waitForPoll, waitForPollWithCgroups } from '../helpers/wait.js';
 import { TestCgroup } from '../helpers/cgroup.js';
@@ -103,13 +102,11 @@ test('map memory from entries: the sum kerntap makes before 6.4 is the kernel\'s
   }
   const e = await startExporter();
   try {
-    type BpftoolMap = { id: number; type: string; name: string; flags: number; bytes_key: number; bytes_value: number; max_entries: number; bytes_memlock: number };
-    const types: Record<string, number> = { hash: 1, percpu_hash: 5 };
+    const types: Record<string, number> = { hash: BPF_MAP_TYPE_HASH, percpu_hash: BPF_MAP_TYPE_PERCPU_HASH };
     let last = '';
     const agreed = await waitFor('computed = kernel map memory', async () => {
       const s = await waitForPoll(e);
-      const ours = new Set(mapMemlock(e.pid).byId.keys());
-      const maps = (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show'], { encoding: 'utf8' })) as BpftoolMap[]).filter((m) => ours.has(m.id));
+      const maps = mapsHeldBy(e.pid);
       const rows = find(s, 'kerntap_bpf_map_entries').flatMap((x) => {
         const m = maps.find((k) => k.name === x.labels.map && types[k.type] !== undefined);
         if (!m) return []; // an array: preallocated, its figure is the kernel's on every version

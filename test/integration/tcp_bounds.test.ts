@@ -8,7 +8,7 @@
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mapMemlock, requireBpf } from '../helpers/env.js';
+import { mapsHeldBy, requireBpf } from '../helpers/env.js';
 import { startExporter, writeConfig, type Exporter } from '../helpers/exporter.js';
 import { waitFor, waitForPoll } from '../helpers/wait.js';
 import { parseExposition, find, value } from '../helpers/exposition.js';
@@ -19,9 +19,7 @@ after(() => fixtures.run());
 
 /** The entries the kernel holds in a map of the exporter's, by name (bpftool map dump). */
 function kernelEntries(e: Exporter, name: string): number {
-  const ours = new Set(mapMemlock(e.pid).byId.keys());
-  const maps = JSON.parse(execFileSync('bpftool', ['-j', 'map', 'show'], { encoding: 'utf8' })) as { id: number; name: string }[];
-  const map = maps.find((m) => m.name === name && ours.has(m.id));
+  const map = mapsHeldBy(e.pid).find((m) => m.name === name);
   if (!map) throw new Error(`the exporter holds no map named ${name}`);
   return (JSON.parse(execFileSync('bpftool', ['-j', 'map', 'dump', 'id', String(map.id)], { encoding: 'utf8' })) as unknown[]).length;
 }

@@ -1,13 +1,10 @@
 /** Map memory: the kernel's figure where it counts usage (6.4+), else the same sum from the entries kerntap knows. */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { hashMapUsage, mapMemoryBytes } from '../../src/bpf/map_memory.js';
+import { BPF_F_NO_PREALLOC as NO_PREALLOC, BPF_MAP_TYPE_HASH as HASH, BPF_MAP_TYPE_PERCPU_HASH as PERCPU_HASH, hashMapUsage, mapMemoryBytes } from '../../src/bpf/map_memory.js';
 import type { MapInfo } from '../../src/bpf/native.js';
 
-const HASH = 1;
 const ARRAY = 2;
-const PERCPU_HASH = 5;
-const NO_PREALLOC = 1;
 
 const map = (m: Partial<MapInfo>): MapInfo => ({ name: 'm', id: 1, type: HASH, keySize: 8, valueSize: 8, maxEntries: 16, flags: NO_PREALLOC, memlock: 0, internal: false, ...m });
 
